@@ -1,0 +1,144 @@
+"""The glue between the command line and the library — and the Python entry point.
+
+    import restore.api as api
+    denoiser = api.load_denoiser("default")
+    op = operators.build("random:0.7:seed=0", (3, 256, 256))
+    y = api.simulate(x, op, GaussianNoise(0.05), seed=0)
+    result = api.solve(denoiser, op, y, task="inpaint", noise=GaussianNoise(0.05))
+
+Images are (B, C, H, W) tensors in [-1, 1]; see restore.io for files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from torch import Tensor
+
+from restore.errors import RestoreError
+from restore.samplers import PosteriorSamples, check_operator, draw_samples, get_sampler
+from restore.samplers.defaults import defaults_for
+
+#: the fastest sampler that does each task well (measured in benchmarks/RESULTS.md);
+#: SVD_FALLBACK is used when the task's default needs an SVD the operator lacks
+DEFAULT_SAMPLER = {
+    "inpaint": "ddrm",
+    "deblur": "ddrm",
+    "superres": "ddrm",
+    "denoise": "ddrm",
+    "colorize": "ddrm",
+    "mri": "diffpir",
+    "ct": "diffpir",
+}
+SVD_FALLBACK = "diffpir"
+
+
+@dataclass(frozen=True)
+class SolveSettings:
+    """What decides a restoration besides the inputs; written into every report."""
+
+    sampler: str | None = None  # None: DEFAULT_SAMPLER of the task
+    steps: int | None = None  # None: the (sampler, task) default
+    prior: str = "default"
+    seed: int = 0
+    num_samples: int = 1
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RestoreError("--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise RestoreError(f"unknown device '{name}'; use auto, cpu or cuda") from None
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name not in ("fp32", "bf16", "fp16"):
+        raise RestoreError(f"unknown precision '{name}'; use auto, fp32, bf16 or fp16")
+    return name
+
+
+def choose_sampler(task: str, operator, requested: str | None) -> str:
+    """The requested sampler (checked against the operator), or the task's default that can take it."""
+    if requested is not None:
+        check_operator(get_sampler(requested), operator)
+        return requested
+    name = DEFAULT_SAMPLER[task]
+    if get_sampler(name).needs_svd and not operator.has_svd:
+        name = SVD_FALLBACK
+    return name
+
+
+def load_denoiser(prior: str = "default", device: str = "auto", precision: str = "auto"):
+    """The prior ``prior`` (a registry name or a weights file) as a denoiser on ``device``."""
+    from restore.prior.registry import load_prior
+
+    dev = resolve_device(device)
+    return load_prior(prior, device=str(dev), precision=resolve_precision(precision, dev))
+
+
+def generators(seed: int, indices: list[int], num_samples: int = 1, purpose: int = 0) -> list[torch.Generator]:
+    """One CPU generator per (posterior sample, image), seeded from the run seed and the image index.
+
+    Ordered sample-major to match :func:`restore.samplers.draw_samples`; ``purpose`` separates the
+    streams for simulated noise (1) and sampling (0).
+    """
+    return [
+        torch.Generator().manual_seed(seed + index + 100_003 * k + 1_000_000_007 * purpose)
+        for k in range(num_samples)
+        for index in indices
+    ]
+
+
+def simulate(x: Tensor, operator, noise, seeds: list[int] | int = 0) -> Tensor:
+    """y = noise(A x), the noise of image b seeded by ``seeds[b]`` (an int means 0, 1, ... added to it)."""
+    indices = list(range(seeds, seeds + x.shape[0])) if isinstance(seeds, int) else list(seeds)
+    with torch.no_grad():
+        clean = operator.A(x)
+    parts = [noise(clean[b : b + 1], gen) for b, gen in enumerate(generators(0, indices, purpose=1))]
+    return torch.cat(parts)
+
+
+def solve(
+    denoiser,
+    operator,
+    y: Tensor,
+    *,
+    task: str,
+    noise,
+    settings: SolveSettings = SolveSettings(),
+    indices: list[int] | None = None,
+    callback=None,
+    params=None,
+) -> PosteriorSamples:
+    """Posterior samples of x given y for a batch (image b seeded by ``indices[b]``), with mean and std."""
+    sampler_name = choose_sampler(task, operator, settings.sampler)
+    info = get_sampler(sampler_name)
+    defaults = defaults_for(sampler_name, task)
+    steps = settings.steps or defaults.steps
+    indices = list(range(y.shape[0])) if indices is None else indices
+    gens = generators(settings.seed, indices, settings.num_samples)
+    operator = operator.to(y.device)
+    return draw_samples(
+        info.run, denoiser, operator, y,
+        num_samples=settings.num_samples, noise=noise, steps=steps,
+        generator=gens, callback=callback, params=params or defaults.params,
+    )
+
+
+def resolved(settings: SolveSettings, task: str, operator) -> SolveSettings:
+    """The settings with sampler and steps filled in, as they go into a report."""
+    sampler = choose_sampler(task, operator, settings.sampler)
+    return replace(settings, sampler=sampler, steps=settings.steps or defaults_for(sampler, task).steps)

@@ -1,0 +1,290 @@
+"""Running a task over many inputs: batching, resuming, writing outputs, metrics and reports.
+
+Outputs of input ``photos/cat.jpg`` under ``--out restored/``::
+
+    restored/cat.png                 the restoration (posterior mean when --num-samples > 1)
+    restored/cat_sample1.png ...     posterior samples, and restored/cat_std.png (uncertainty)
+    restored/cat_measurement.png     the measurement, when simulated (.npy for k-space / sinograms)
+    restored/cat_grid.png            --save-grid;  restored/cat_progress.gif  --save-progress
+    restored/report.csv, report.json the per-image metrics and the exact settings
+    restored/.records/cat.json       what resuming needs: this image's record and settings
+
+A folder run resumes: an image whose record exists with the same settings is skipped. A record made
+with other settings stops the run (use --overwrite, or another --out) — nothing is overwritten
+silently, and an input is never overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from restore import __version__
+from restore.api import SolveSettings, resolved, solve
+from restore.errors import RestoreError
+from restore.io import atomic_write, make_grid, save_array, to_display, write_gif, write_image
+from restore.metrics import compute_metrics
+from restore.samplers import get_sampler
+from restore.tasks import Item, Prepare
+
+RECORDS = ".records"
+
+
+@dataclass
+class Record:
+    """One input's outcome: what the report tables list."""
+
+    name: str
+    source: str
+    status: str  # "ok", "failed", "skipped" (done by an earlier run)
+    output: str = ""
+    error: str = ""
+    psnr: float = math.nan
+    ssim: float = math.nan
+    lpips: float = math.nan
+    seconds: float = math.nan
+    nfe: int = 0
+    operator: str = ""
+    sampler: str = ""
+    steps: int = 0
+
+
+@dataclass
+class RunOptions:
+    task: str
+    out: Path
+    settings: SolveSettings
+    batch_size: int = 1
+    overwrite: bool = False
+    save_grid: bool = False
+    save_progress: bool = False
+    extra_settings: dict = field(default_factory=dict)  # task options that decide the result (mask, kernel, ...)
+
+
+@dataclass
+class Progress:
+    """Hooks for the CLI's progress bars; all optional."""
+
+    on_image_start: Callable[[str], None] = lambda name: None
+    on_image_done: Callable[[Record], None] = lambda record: None
+    on_steps: Callable[[int, int], None] = lambda step, total: None
+    on_message: Callable[[str], None] = lambda text: None
+
+
+def settings_record(options: RunOptions, denoiser_info: dict) -> dict:
+    return {
+        "task": options.task,
+        **options.settings.to_dict(),
+        **options.extra_settings,
+        "prior_info": denoiser_info,
+        "version": __version__,
+    }
+
+
+def output_paths(out: Path, name: str) -> dict[str, Path]:
+    return {
+        "restoration": out / f"{name}.png",
+        "record": out / RECORDS / f"{name}.json",
+    }
+
+
+def check_not_input(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an output folder that would overwrite an input file."""
+    for path in inputs:
+        if (out / f"{path.stem}.png").resolve() == path.resolve():
+            raise RestoreError(f"--out {out} would overwrite the input {path}; choose another output folder")
+
+
+def check_unique_names(inputs: Sequence[Path]) -> None:
+    """Outputs are named after the inputs' stems, so two inputs may not share one."""
+    seen: dict[str, Path] = {}
+    for path in inputs:
+        if path.stem in seen:
+            raise RestoreError(f"{seen[path.stem]} and {path} would both be written as {path.stem}.png; rename one")
+        seen[path.stem] = path
+
+
+def previous_record(paths: dict[str, Path], settings: dict, overwrite: bool) -> Record | None:
+    """The record of an earlier run with the same settings, or None if the image must be (re)done."""
+    record_path = paths["record"]
+    if overwrite or not record_path.exists():
+        return None
+    saved = json.loads(record_path.read_text())
+    if saved.get("settings") != settings:
+        changed = sorted(k for k in set(saved.get("settings", {})) | set(settings) if saved.get("settings", {}).get(k) != settings.get(k))
+        raise RestoreError(
+            f"{record_path.parent.parent} holds results made with other settings ({', '.join(changed)}); "
+            "use --overwrite to redo them or --out for a new folder"
+        )
+    record = Record(**saved["record"])
+    if record.status != "ok" or not paths["restoration"].exists():
+        return None  # failed or incomplete before: try again
+    record.status = "skipped"
+    return record
+
+
+def run(
+    inputs: Sequence[Path],
+    prepare: Prepare,
+    denoiser,
+    options: RunOptions,
+    *,
+    lpips=None,
+    progress: Progress = Progress(),
+) -> list[Record]:
+    """Restore every input; a failing image is recorded and the run goes on."""
+    out = options.out
+    check_unique_names(inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    check_not_input(out, inputs)
+    settings = settings_record(options, getattr(denoiser, "info", {}))
+    records: dict[int, Record] = {}
+    pending: list[Item] = []
+
+    def flush() -> None:
+        if pending:
+            for item, record in zip(pending, restore_batch(pending, denoiser, options, settings, lpips, progress)):
+                records[item.index] = record
+                progress.on_image_done(record)
+            pending.clear()
+
+    for index, path in enumerate(inputs):
+        paths = output_paths(out, path.stem)
+        done = previous_record(paths, settings, options.overwrite)
+        if done is not None:
+            records[index] = done
+            progress.on_image_done(done)
+            continue
+        try:
+            item = prepare(path, index)
+        except RestoreError as err:
+            records[index] = Record(path.stem, str(path), "failed", error=str(err))
+            progress.on_image_done(records[index])
+            continue
+        if pending and (item.shape_key != pending[0].shape_key or len(pending) >= options.batch_size):
+            flush()
+        pending.append(item)
+        if len(pending) >= options.batch_size:
+            flush()
+    flush()
+    ordered = [records[i] for i in sorted(records)]
+    write_reports(out, ordered, settings)
+    return ordered
+
+
+def restore_batch(items: list[Item], denoiser, options: RunOptions, settings: dict, lpips, progress: Progress) -> list[Record]:
+    """Solve one batch of same-shape items and write their outputs; a failure fails the whole batch's items."""
+    names = ", ".join(item.name for item in items)
+    progress.on_image_start(names)
+    device = denoiser.alphas_cumprod.device
+    operator = items[0].operator if len(items) == 1 else type(items[0].operator).stack([i.operator for i in items])
+    y = torch.cat([item.y for item in items]).to(device)
+    run_settings = resolved(options.settings, options.task, items[0].operator)
+    nfe = get_sampler(run_settings.sampler).nfe(run_settings.steps)
+    frames: list[torch.Tensor] = []
+
+    def callback(info: dict) -> None:
+        progress.on_steps(info["step"] + 1, info["total"])
+        if options.save_progress and (info["step"] % max(1, info["total"] // 40) == 0 or info["step"] + 1 == info["total"]):
+            frames.append(info["x0"].detach().float().clamp(-1, 1).cpu())
+
+    start = time.time()
+    try:
+        result = solve(
+            denoiser, operator, y, task=options.task, noise=items[0].noise, settings=options.settings,
+            indices=[item.index for item in items], callback=callback,
+        )
+    except RestoreError as err:
+        return [Record(item.name, str(item.source), "failed", error=str(err)) for item in items]
+    seconds = (time.time() - start) / len(items)
+    records = []
+    for b, item in enumerate(items):
+        restoration = result.mean[b].float().cpu()
+        record = Record(
+            item.name, str(item.source), "ok", seconds=round(seconds, 3), nfe=nfe,
+            operator=item.operator.spec, sampler=run_settings.sampler, steps=run_settings.steps,
+        )
+        paths = write_outputs(item, restoration, result, b, options, frames)
+        record.output = str(paths["restoration"])
+        if item.reference is not None:
+            metrics = compute_metrics(restoration[None], item.reference.float(), lpips=lpips)
+            record.psnr, record.ssim, record.lpips = (round(float(metrics[k]), 4) for k in ("psnr", "ssim", "lpips"))
+        payload = json.dumps({"settings": settings, "record": asdict(record)}, indent=1)
+        atomic_write(output_paths(options.out, item.name)["record"], lambda f, text=payload: f.write(text.encode()))
+        records.append(record)
+    return records
+
+
+def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options: RunOptions, frames: list) -> dict[str, Path]:
+    out, name = options.out, item.name
+    paths = output_paths(out, name)
+    write_image(paths["restoration"], restoration, alpha=None if item.alpha is None else item.alpha[0] if item.alpha.dim() == 4 else item.alpha, bit_depth=item.bit_depth)
+    num_samples = result.samples.shape[0]
+    if num_samples > 1:
+        for k in range(num_samples):
+            write_image(out / f"{name}_sample{k + 1}.png", result.samples[k, b].float().cpu(), bit_depth=item.bit_depth)
+        std = result.std[b].float().cpu()
+        write_image(out / f"{name}_std.png", (std / std.max().clamp_min(1e-8)) * 2 - 1)
+    measurement = item.y[0].detach().cpu()
+    if item.measurement_kind == "image" and item.reference is not None and item.source.exists():
+        write_image(out / f"{name}_measurement.png", measurement.float().clamp(-1, 1))
+    elif item.measurement_kind != "image":
+        save_array(out / f"{name}_measurement.npy", measurement.numpy())
+    if options.save_grid:
+        columns = [to_display(measurement), restoration]
+        labels = ["measurement", "restoration"]
+        if item.reference is not None:
+            columns.append(item.reference[0].float())
+            labels.append("reference")
+        if num_samples > 1:
+            std = result.std[b].float().cpu()
+            columns.append((std / std.max().clamp_min(1e-8)) * 2 - 1)
+            labels.append("uncertainty")
+        write_image(out / f"{name}_grid.png", make_grid(columns, labels))
+    if options.save_progress and frames:
+        write_gif(out / f"{name}_progress.gif", [f[b] for f in frames])
+    return paths
+
+
+COLUMNS = ["name", "status", "psnr", "ssim", "lpips", "seconds", "nfe", "sampler", "steps", "operator", "output", "error", "source"]
+
+
+def write_reports(out: Path, records: list[Record], settings: dict) -> None:
+    """report.csv (one row per image, then the means) and report.json (settings, rows, means)."""
+    rows = [asdict(r) for r in records]
+    means = summary(records)
+    buffer = _io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    if means:
+        writer.writerow({"name": "mean", "status": f"{means['images']} images", **{k: means[k] for k in ("psnr", "ssim", "lpips", "seconds")}})
+    atomic_write(out / "report.csv", lambda f: f.write(buffer.getvalue().encode()))
+    payload = json.dumps({"settings": settings, "images": rows, "mean": means}, indent=2, default=str)
+    atomic_write(out / "report.json", lambda f: f.write(payload.encode()))
+
+
+def summary(records: list[Record]) -> dict:
+    """Means over the images that have each metric (NaN-free), and counts by status."""
+    done = [r for r in records if r.status in ("ok", "skipped")]
+
+    def mean(key: str) -> float:
+        values = [getattr(r, key) for r in done if not math.isnan(getattr(r, key))]
+        return round(sum(values) / len(values), 4) if values else math.nan
+
+    return {
+        "images": len(done),
+        "failed": sum(r.status == "failed" for r in records),
+        "psnr": mean("psnr"),
+        "ssim": mean("ssim"),
+        "lpips": mean("lpips"),
+        "seconds": mean("seconds"),
+    }

@@ -1,0 +1,91 @@
+"""What every posterior sampler shares: the call signature, progress callbacks, seeded noise,
+the numerical guard, and drawing several posterior samples at once.
+
+A sampler is a plain function (k-diffusion style)::
+
+    x = sampler(denoiser, operator, y, noise=GaussianNoise(0.05), steps=100,
+                generator=torch.Generator().manual_seed(0), callback=None, params=None)
+
+``denoiser`` is a :class:`~restore.prior.denoiser.Denoiser` (images in [-1, 1]), ``operator`` a
+:class:`~operators.LinearOperator` built for the image shape, ``y`` a batch of measurements,
+``params`` the sampler's frozen hyperparameter dataclass (None: the sampler's defaults). The
+result has shape (B, *operator.in_shape). Randomness comes only from ``generator``: one CPU
+generator, or a list of one per image (see :func:`randn`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from restore.errors import NumericalError, RestoreError
+
+#: callback(info) with info keys: "step" (0-based), "total", "t" (timestep), "x" (current iterate), "x0" (current x̂0)
+Callback = Callable[[dict[str, Any]], None]
+
+
+class Sampler(Protocol):
+    def __call__(self, denoiser, operator, y: Tensor, *, noise, steps: int, generator: torch.Generator | None = None,
+                 callback: Callback | None = None, params: Any = None) -> Tensor: ...
+
+
+Generators = torch.Generator | list[torch.Generator] | None
+
+
+def randn(shape: tuple[int, ...], generator: Generators, like: Tensor) -> Tensor:
+    """Standard normal noise drawn on CPU generators, then moved to ``like``'s device and dtype.
+
+    ``generator`` may be one generator for the whole batch or a list with one per image (the
+    diffusers convention): then image b's noise comes from generator b alone, so a batch gives
+    exactly the results of its images run one by one — and results never depend on the device.
+    """
+    if isinstance(generator, list | tuple):
+        if len(generator) != shape[0]:
+            raise RestoreError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        z = torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in generator])
+    else:
+        z = torch.randn(shape, generator=generator, dtype=torch.float32)
+    return z.to(device=like.device, dtype=like.real.dtype)
+
+
+def check_finite(x: Tensor, sampler: str, step: int, total: int, hint: str) -> None:
+    """Stop with a clear error instead of carrying NaN/Inf into the result."""
+    if not torch.isfinite(x).all():
+        raise NumericalError(f"{sampler} produced NaN or Inf at step {step + 1} of {total}; {hint}")
+
+
+def image_shape(operator, y: Tensor) -> tuple[int, ...]:
+    return (y.shape[0], *operator.in_shape)
+
+
+def gaussian_sigma(noise) -> float:
+    """σ of the measurement noise in library units (Poisson noise gives its mid-grey equivalent)."""
+    return float(getattr(noise, "sigma", 0.0))
+
+
+@dataclass
+class PosteriorSamples:
+    """K posterior samples per image, their mean and per-pixel standard deviation (the uncertainty map)."""
+
+    samples: Tensor  # (K, B, C, H, W)
+    mean: Tensor  # (B, C, H, W)
+    std: Tensor  # (B, C, H, W); zeros when K = 1
+
+
+def draw_samples(sampler: Sampler, denoiser, operator, y: Tensor, *, num_samples: int = 1, **kwargs) -> PosteriorSamples:
+    """Run ``sampler`` once on a batch of K copies of every image (per-image operators stacked alike)."""
+    if num_samples < 1:
+        raise RestoreError(f"num_samples must be at least 1, got {num_samples}")
+    batch = y.shape[0]
+    if num_samples == 1:
+        x = sampler(denoiser, operator, y, **kwargs)
+        return PosteriorSamples(x[None], x, torch.zeros_like(x))
+    ys = y.repeat(num_samples, *([1] * (y.dim() - 1)))
+    ops = type(operator).stack([operator] * num_samples) if operator.batch_size > 1 else operator
+    x = sampler(denoiser, ops, ys, **kwargs)
+    samples = x.reshape(num_samples, batch, *x.shape[1:])
+    return PosteriorSamples(samples, samples.mean(dim=0), samples.std(dim=0))

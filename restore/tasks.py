@@ -1,0 +1,226 @@
+"""From files to (measurement, operator, reference) for each task of the command line.
+
+Every task turns one input file into an :class:`Item`: the measurement y in library units, the
+operator that produced it (built for that image's size), and the ground truth when one is known
+(``--simulate``, inpainting, ``--reference``). Simulated noise of image i is seeded from i.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+import operators
+from operators.color import rgb_to_luminance
+from restore.api import simulate
+from restore.errors import RestoreError
+from restore.io import read_image, read_kspace, read_sinogram
+from restore.noise import GaussianNoise, NoNoise
+
+
+@dataclass
+class Item:
+    """One input ready to restore."""
+
+    index: int
+    name: str  # output stem
+    source: Path
+    y: Tensor  # (1, ...) measurement, library units
+    operator: operators.LinearOperator  # built for this image, batch 1
+    noise: object  # the noise model of y
+    reference: Tensor | None = None  # (1, C, H, W) ground truth in [-1, 1]
+    alpha: Tensor | None = None  # (1, H, W) alpha channel carried to the output
+    bit_depth: int = 8
+    #: how the measurement is saved: "image" (a picture), "kspace" or "sinogram" (.npy arrays)
+    measurement_kind: str = "image"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def shape_key(self) -> tuple:
+        """Items with equal keys can share a batch."""
+        return (tuple(self.y.shape), self.operator.in_shape, type(self.operator).__name__, self.y.dtype)
+
+
+Prepare = Callable[[Path, int], Item]
+
+
+def gaussian_noise(sigma01: float | None) -> GaussianNoise | NoNoise:
+    """A noise model from a σ on the [0, 1] scale (None or 0: noiseless)."""
+    if sigma01 is None or sigma01 == 0:
+        return NoNoise()
+    if sigma01 < 0:
+        raise RestoreError(f"--noise-sigma must be >= 0, got {sigma01}")
+    return GaussianNoise(2 * sigma01)
+
+
+def reference_for(path: Path | None, shape: tuple[int, ...]) -> Tensor | None:
+    """A reference image for metrics, checked against the restoration's shape (C, H, W)."""
+    if path is None:
+        return None
+    ref = read_image(path).pixels
+    if ref.shape[-2:] != tuple(shape[-2:]):
+        raise RestoreError(f"reference {path} is {ref.shape[-1]}x{ref.shape[-2]}, the restoration is {shape[-1]}x{shape[-2]}")
+    if ref.shape[0] != shape[0]:
+        ref = rgb_to_luminance(ref[None])[0] if ref.shape[0] == 3 else ref.expand(shape[0], -1, -1)
+    return ref[None]
+
+
+def inpaint(mask: str, noise_sigma: float | None, references: Callable[[Path], Path | None], invert: bool = False) -> Prepare:
+    """Inpainting: the input is the ground truth; the mask (file, or spec like box:128) hides pixels."""
+    noise = gaussian_noise(noise_sigma)
+
+    def prepare(path: Path, index: int) -> Item:
+        image = read_image(path)
+        shape = tuple(image.pixels.shape)
+        mask_path = Path(mask)
+        if mask_path.is_file():
+            spec = f"mask:file={mask_path}" + (":invert" if invert else "")
+        elif mask_path.is_dir():
+            candidates = sorted(p for p in mask_path.iterdir() if p.stem == path.stem)
+            if not candidates:
+                raise RestoreError(f"no mask named {path.stem}.* in {mask_path} for {path.name}")
+            spec = f"mask:file={candidates[0]}" + (":invert" if invert else "")
+        else:
+            spec = mask
+        op = operators.build(spec, shape)
+        x = image.pixels[None]
+        y = simulate(x, op, noise, [index])
+        ref = reference_for(references(path), shape) if references(path) else x
+        return Item(index, path.stem, path, y, op, noise, ref, image.alpha, image.bit_depth)
+
+    return prepare
+
+
+def _simulated_or_measured(
+    image_pixels: Tensor, op_for: Callable[[tuple[int, int, int]], operators.LinearOperator], simulate_input: bool,
+    noise, index: int, measured_shape: Callable[[tuple[int, int, int]], tuple[int, int, int]],
+) -> tuple[Tensor, operators.LinearOperator, Tensor | None]:
+    """(y, operator, ground truth or None): simulate from a clean image, or take the image as the measurement."""
+    if simulate_input:
+        op = op_for(tuple(image_pixels.shape))
+        x = image_pixels[None]
+        return simulate(x, op, noise, [index]), op, x
+    op = op_for(measured_shape(tuple(image_pixels.shape)))
+    return image_pixels[None], op, None
+
+
+def image_task(
+    make_operator: Callable[[tuple[int, int, int]], operators.LinearOperator],
+    measured_to_clean_shape: Callable[[tuple[int, int, int]], tuple[int, int, int]],
+    noise_sigma: float | None,
+    simulate_input: bool,
+    references: Callable[[Path], Path | None],
+) -> Prepare:
+    """Tasks whose measurement is a picture (deblur, super-resolution, denoise, colorize)."""
+    noise = gaussian_noise(noise_sigma)
+
+    def prepare(path: Path, index: int) -> Item:
+        image = read_image(path)
+        y, op, truth = _simulated_or_measured(image.pixels, make_operator, simulate_input, noise, index, measured_to_clean_shape)
+        ref_path = references(path)
+        ref = reference_for(ref_path, op.in_shape) if ref_path else truth
+        alpha = image.alpha if image.alpha is not None and tuple(image.alpha.shape[-2:]) == op.in_shape[1:] else None
+        return Item(index, path.stem, path, y, op, noise, ref, alpha, image.bit_depth)
+
+    return prepare
+
+
+def colorize_input(pixels: Tensor) -> Tensor:
+    return pixels if pixels.shape[0] == 1 else rgb_to_luminance(pixels[None])[0]
+
+
+def mri(mask: str | None, acceleration: int | None, center_lines: int | None, noise_sigma: float | None,
+        simulate_input: bool, references: Callable[[Path], Path | None]) -> Prepare:
+    """MRI: k-space (.npy/.h5) and a sampling mask, or --simulate from an image (its luminance)."""
+    noise = gaussian_noise(noise_sigma)
+
+    def mask_spec(height: int, width: int, kspace: Tensor | None) -> str:
+        if mask is not None:
+            return f"mri:mask={mask}"
+        if acceleration is not None:
+            lines = center_lines if center_lines is not None else max(1, round(0.08 * width))
+            return f"mri:equispaced:{acceleration}:center_lines={lines}"
+        if kspace is None:
+            raise RestoreError("give --mask or --acceleration to simulate MRI sampling")
+        return ""  # sampled where the k-space is non-zero
+
+    def prepare(path: Path, index: int) -> Item:
+        if simulate_input:
+            image = read_image(path)
+            x = colorize_input(image.pixels)[None]
+            op = operators.build(mask_spec(*x.shape[-2:], None), tuple(x.shape[1:]))
+            y = simulate(x, op, noise, [index])
+            return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, "kspace")
+        kspace = read_kspace(path)  # (coils or 1, H, W) complex
+        if kspace.dim() == 2:
+            kspace = kspace[None]
+        if kspace.shape[0] != 1:
+            raise RestoreError(f"{path.name}: multi-coil k-space ({kspace.shape[0]} coils) needs sensitivity maps; the command line takes single-coil k-space")
+        height, width = kspace.shape[-2:]
+        spec = mask_spec(height, width, kspace)
+        if spec:
+            op = operators.build(spec, (1, height, width))
+        else:
+            sampled = (kspace.abs() > 0).to(torch.float32)
+            op = operators.mri.MRI.from_mask(sampled[None], (1, height, width))
+        # k-space of an image with intensities in [0, 1] → library range [-1, 1]: A(2x - 1) = 2 A(x) - A(1)
+        scale = float(op.A_adjoint(kspace[None].to(torch.complex64)).abs().max().clamp_min(1e-12))
+        ones = torch.ones((1, 1, height, width))
+        y = 2 * kspace[None].to(torch.complex64) / scale - op.A(ones)
+        ref_path = references(path)
+        ref = reference_for(ref_path, (1, height, width)) if ref_path else None
+        return Item(index, path.stem, path, y, op, noise, ref, None, 8, "kspace", {"scale": scale})
+
+    return prepare
+
+
+def ct(angles: int, arc: float, noise_sigma: float | None, simulate_input: bool,
+       references: Callable[[Path], Path | None]) -> Prepare:
+    """CT: a sinogram (.npy, detectors × angles), or --simulate from an image (its luminance).
+
+    For CT, --noise-sigma is relative to the maximum of each image's sinogram (the protocol's
+    convention: ct60 uses 0.005).
+    """
+
+    def prepare(path: Path, index: int) -> Item:
+        spec = f"ct:{angles}" + (f":arc={arc:g}" if arc != 180 else "")
+        if simulate_input:
+            image = read_image(path)
+            x = colorize_input(image.pixels)[None]
+            op = operators.build(spec, tuple(x.shape[1:]))
+            clean = op.A((x + 1) / 2)  # sinogram of the [0, 1] image: its maximum sets the noise level
+            sigma = (noise_sigma or 0.0) * float(clean.abs().max())
+            noise = GaussianNoise(2 * sigma) if sigma > 0 else NoNoise()
+            y = simulate(x, op, noise, [index])
+            return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, "sinogram")
+        sinogram = read_sinogram(path)
+        if sinogram.dim() == 2:
+            sinogram = sinogram[None]
+        ref_path = references(path)
+        if ref_path is None:
+            raise RestoreError(f"{path.name}: give the image size with --reference (a sinogram does not say it)")
+        ref = reference_for(ref_path, (1, *read_image(ref_path).pixels.shape[-2:]))
+        op = operators.build(spec, (1, *ref.shape[-2:]))
+        expected = op.A(torch.zeros((1, *op.in_shape))).shape[1:]
+        if tuple(sinogram.shape) != tuple(expected):
+            raise RestoreError(f"{path.name}: sinogram shape {tuple(sinogram.shape)} does not match {spec} for a {ref.shape[-1]}x{ref.shape[-2]} image, which gives {tuple(expected)}")
+        sigma = (noise_sigma or 0.0) * float(sinogram.abs().max())
+        noise = GaussianNoise(2 * sigma) if sigma > 0 else NoNoise()
+        y = 2 * sinogram[None].float() - op.A(torch.ones((1, *op.in_shape)))
+        return Item(index, path.stem, path, y, op, noise, ref, None, 8, "sinogram")
+
+    return prepare
+
+
+def estimate_noise_sigma(pixels: Tensor) -> float:
+    """σ on the [0, 1] scale estimated from the image itself (wavelet MAD, scikit-image)."""
+    from skimage.restoration import estimate_sigma
+
+    image = ((pixels + 1) / 2).permute(1, 2, 0).double().numpy()
+    sigma = estimate_sigma(image, channel_axis=-1, average_sigmas=True)
+    return float(sigma) if math.isfinite(sigma) else 0.0
