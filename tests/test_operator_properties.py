@@ -11,11 +11,14 @@ from operators import OperatorError, SVDOperator, inner
 # Example specs per module; every registered operator name must appear at least once.
 CASES: dict[str, list[str]] = {
     "inpaint": [],
-    "blur": [],
+    "blur": ["blur:gaussian:7:1.5", "blur:gaussian:5:1.0:boundary=reflect", "blur:gaussian:5:1.0:boundary=valid",
+             "blur:motion:9:0.5:seed=1", "blur:motion:7:1.0:seed=2:boundary=reflect", "blur:levin:5",
+             "blur:levin:3:boundary=valid"],
     "resize": ["bicubic:2", "bicubic:4", "bicubic:8", "avgpool:2", "nearest:4"],
     "color": ["identity", "gray"],
-    "mri": [],
-    "ct": [],
+    "mri": ["mri:equispaced:4:center=4", "mri:random:4:seed=1", "mri:poisson:3:seed=2", "mri:radial:8",
+            "mri:equispaced:2:center=2:complex=1", "mri:equispaced:3:center=6:coils=4", "mri:radial:12:coils=3:complex=1"],
+    "ct": ["ct:12", "ct:8:arc=120:detectors=40"],
 }
 SPECS = [spec for specs in CASES.values() for spec in specs]
 SHAPES = [(3, 37, 53), (1, 32, 32)]

@@ -65,7 +65,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise RestoreError(f"cannot read weights {path}: the file is corrupt, truncated or not a weights file ({type(err).__name__}: {err})") from None
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RestoreError(f"cannot read weights {path}: the file is corrupt, truncated, not a weights file, "
+                           f"or holds pickled code ({detail})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

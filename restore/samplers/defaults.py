@@ -57,3 +57,26 @@ TABLE["reddiff"] = {
     "mri": Defaults(1000, REDDiffParams(lam=0.25, lr=0.5)),  # README example
     "ct": Defaults(1000, REDDiffParams(lam=0.25, lr=0.5)),  # README example
 }
+
+# DiffPIR (Zhu et al. 2023): official yuanzhi-zhu/DiffPIR scripts (quad grid, σ_n floored at 0.001):
+# main_ddpir_deblur.py λ = 7, ζ = 0.3, 100 steps; main_ddpir_inpainting.py / configs/inpaint.yaml
+# λ = 1, ζ = 1, 20 steps; main_ddpir_sisr.py sweeps λ in 2..12 with ζ = 0.25 (λ = 7 taken). Other
+# tasks borrow the nearest one's values — to be tuned.
+from restore.samplers.diffpir import DiffPIRParams  # noqa: E402
+
+TABLE["diffpir"] = {
+    "inpaint": Defaults(20, DiffPIRParams(lam=1.0, zeta=1.0)),  # configs/inpaint.yaml
+    "deblur": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.3)),  # main_ddpir_deblur.py
+    "superres": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.25)),  # main_ddpir_sisr.py (λ swept 2..12)
+    "denoise": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.3)),  # no official config: the deblurring values
+    "colorize": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.3)),  # no official config: the deblurring values
+    "mri": Defaults(100, DiffPIRParams(lam=1.0, zeta=1.0)),  # no official config: masked Fourier ~ inpainting
+    "ct": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.3)),  # no official config: placeholder
+}
+
+# ΠGDM (Song et al. 2023): 100 DDIM steps with η = 1 and guidance weight 1, as in every ΠGDM run of
+# NVlabs/RED-diff sample_test.sh (sr4, deblur_gauss, in2_20ff); no per-task tuning there.
+from restore.samplers.pigdm import PiGDMParams  # noqa: E402
+
+TABLE["pigdm"] = {task: Defaults(100, PiGDMParams(eta=1.0, weight=1.0))
+                  for task in ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct")}

@@ -1,0 +1,220 @@
+"""Image and measurement I/O: the only place where pixel ranges are converted.
+
+Inside the library images are float tensors (C, H, W) in [-1, 1]; on disk they are 8- or 16-bit
+PNG, JPEG, TIFF or BMP files in [0, 255] or [0, 65535]. Grayscale images have C = 1, colour C = 3;
+an alpha channel is split off on reading (kept in [0, 1]) and put back on writing, so it passes
+through a restoration untouched. Every write is atomic: a temporary file in the target folder,
+then a rename, so an interrupted run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from torch import Tensor
+
+from restore.errors import RestoreError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class Image:
+    """A decoded image: pixels (C, H, W) in [-1, 1], optional alpha (1, H, W) in [0, 1], and the file's bit depth."""
+
+    pixels: Tensor
+    alpha: Tensor | None = None
+    bit_depth: int = 8
+
+
+def list_images(pattern: str | Path) -> list[Path]:
+    """The image files named by a file, a folder (its images, sorted) or a glob pattern (sorted)."""
+    path = Path(pattern)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise RestoreError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+        return files
+    if path.is_file():
+        return [path]
+    matches = sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    if matches:
+        return matches
+    if glob.has_magic(str(pattern)):
+        raise RestoreError(f"no images match {pattern}")
+    raise RestoreError(f"file not found: {path}")
+
+
+def read_image(path: str | Path) -> Image:
+    """Decode an image file; unreadable, truncated or unsupported files raise one clear RestoreError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RestoreError(f"file not found: {path}")
+    try:
+        array = np.asarray(iio.imread(path))
+    except Exception as err:  # imageio raises many exception types for bad files
+        raise RestoreError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    return image_from_array(array, str(path))
+
+
+def image_from_array(array: np.ndarray, name: str = "array") -> Image:
+    """Convert an (H, W), (H, W, C) uint8/uint16/float array to an :class:`Image`."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        raise RestoreError(f"{name}: multi-page or channel-first images are not supported (shape {array.shape})")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise RestoreError(f"{name}: unsupported image shape {array.shape}")
+    if array.dtype == np.uint8:
+        scaled, depth = array.astype(np.float32) / 255.0, 8
+    elif array.dtype == np.uint16:
+        scaled, depth = array.astype(np.float32) / 65535.0, 16
+    elif array.dtype == bool:
+        scaled, depth = array.astype(np.float32), 8
+    elif np.issubdtype(array.dtype, np.floating):
+        scaled, depth = np.clip(array.astype(np.float32), 0.0, 1.0), 16
+    else:
+        raise RestoreError(f"{name}: unsupported pixel type {array.dtype}")
+    channels = scaled.shape[2]
+    alpha = None
+    if channels in (2, 4):  # gray + alpha or RGB + alpha
+        alpha = torch.from_numpy(np.ascontiguousarray(scaled[:, :, -1]))[None]
+        scaled = scaled[:, :, :-1]
+    pixels = torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1))) * 2 - 1
+    return Image(pixels, alpha, depth)
+
+
+def to_array(pixels: Tensor, alpha: Tensor | None = None, bit_depth: int = 8) -> np.ndarray:
+    """(C, H, W) in [-1, 1] (+ alpha in [0, 1]) → an (H, W[, C]) uint8/uint16 array, rounded and clipped."""
+    if bit_depth not in (8, 16):
+        raise RestoreError(f"bit depth must be 8 or 16, got {bit_depth}")
+    unit = ((pixels.detach().float().cpu() + 1) / 2).clamp(0, 1)
+    if alpha is not None:
+        unit = torch.cat([unit, alpha.detach().float().cpu().reshape(1, *unit.shape[-2:]).clamp(0, 1)])
+    peak, dtype = (255, np.uint8) if bit_depth == 8 else (65535, np.uint16)
+    array = (unit.numpy().transpose(1, 2, 0) * peak).round().astype(dtype)
+    return array[:, :, 0] if array.shape[2] == 1 else array
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | Path, pixels: Tensor, *, alpha: Tensor | None = None, bit_depth: int = 8) -> None:
+    """Encode (C, H, W) pixels in [-1, 1] to a file whose suffix gives the format; JPEG and BMP are 8-bit."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise RestoreError(f"cannot write {path}: use one of {', '.join(IMAGE_SUFFIXES)}")
+    if suffix in (".jpg", ".jpeg", ".bmp"):
+        bit_depth = 8
+        alpha = None if suffix != ".bmp" else alpha
+    array = to_array(pixels, alpha, bit_depth)
+    extension = ".tif" if suffix == ".tiff" else suffix
+    atomic_write(path, lambda f: f.write(iio.imwrite("<bytes>", array, extension=extension)))
+
+
+def save_array(path: str | Path, array: np.ndarray) -> None:
+    """Save a NumPy array (.npy) atomically."""
+    atomic_write(path, lambda f: np.save(f, array))
+
+
+def read_array(path: str | Path, what: str) -> np.ndarray:
+    """Load a .npy array (no pickles), or raise a clear error naming ``what`` it was meant to be."""
+    path = Path(path)
+    if not path.is_file():
+        raise RestoreError(f"{what} not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise RestoreError(f"cannot read {what} {path}: {err}") from None
+
+
+def read_sinogram(path: str | Path) -> Tensor:
+    """A CT sinogram from .npy: (angles, detectors) → float tensor (1, angles, detectors)."""
+    array = read_array(path, "sinogram")
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise RestoreError(f"sinogram {path} must be a real 2-D array (angles × detectors), got {array.dtype} {array.shape}")
+    return torch.from_numpy(array.astype(np.float32))[None]
+
+
+def read_kspace(path: str | Path) -> Tensor:
+    """MRI k-space from .npy ((H, W) or (coils, H, W), complex) or fastMRI .h5 (dataset ``kspace``; middle slice)."""
+    path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        try:
+            import h5py
+        except ImportError:
+            raise RestoreError(f"reading {path} needs h5py: pip install 'restore[hdf5]'") from None
+        if not path.is_file():
+            raise RestoreError(f"k-space file not found: {path}")
+        try:
+            with h5py.File(path, "r") as handle:
+                data = handle["kspace"]
+                # fastMRI volumes: (slices, H, W) single-coil or (slices, coils, H, W) multi-coil; take the middle slice
+                array = np.asarray(data[data.shape[0] // 2] if data.ndim in (3, 4) else data[()])
+        except (OSError, KeyError) as err:
+            raise RestoreError(f"cannot read k-space from {path}: {err}") from None
+    else:
+        array = read_array(path, "k-space")
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise RestoreError(f"k-space {path} must have shape (H, W) or (coils, H, W), got {array.shape}")
+    return torch.from_numpy(array.astype(np.complex64))
+
+
+def to_display(measurement: Tensor, size: Sequence[int] | None = None) -> Tensor:
+    """A measurement as a displayable (C, H, W) image in [-1, 1]: magnitude for complex data, min-max scaled
+    when outside [-1, 1], nearest-neighbour resized to ``size`` (H, W) when given."""
+    m = measurement.detach().float().cpu()
+    if measurement.is_complex():
+        m = measurement.detach().abs().float().cpu()
+        m = torch.log1p(m / m.amax().clamp_min(1e-12) * 1000)
+    if m.dim() == 2:
+        m = m[None]
+    if m.shape[0] not in (1, 3):
+        m = m[:1]
+    if m.min() < -1 - 1e-6 or m.max() > 1 + 1e-6 or measurement.is_complex():
+        m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-12) * 2 - 1
+    if size is not None and tuple(m.shape[-2:]) != tuple(size):
+        m = torch.nn.functional.interpolate(m[None], size=tuple(size), mode="nearest")[0]
+    return m
+
+
+def make_grid(columns: Sequence[Tensor], labels: Sequence[str] | None = None, gap: int = 4) -> Tensor:
+    """Images (C, H, W) in [-1, 1] side by side (resized to the first one's height, gray → RGB), white gaps."""
+    height, width = columns[0].shape[-2:]
+    tiles = []
+    for image in columns:
+        image = to_display(image, (height, width))
+        tiles.append(image.expand(3, -1, -1) if image.shape[0] == 1 else image)
+        tiles.append(torch.ones(3, height, gap))
+    return torch.cat(tiles[:-1], dim=2)
+
+
+def write_gif(path: str | Path, frames: Sequence[Tensor], seconds_per_frame: float = 0.1) -> None:
+    """An animated GIF of (C, H, W) frames in [-1, 1], looping."""
+    arrays = [to_array(to_display(f)) for f in frames]
+    arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+    atomic_write(path, lambda f: f.write(iio.imwrite("<bytes>", np.stack(arrays), extension=".gif",
+                                                     duration=int(seconds_per_frame * 1000), loop=0)))

@@ -1,0 +1,215 @@
+"""Named priors: the embedded default and the public ADM checkpoints of DPS, DDRM and RED-Diff.
+
+``load_prior(name_or_path)`` returns a :class:`~restore.prior.denoiser.Denoiser`. A name is looked
+up in :data:`PRIORS`; anything else is a local file: our ``.safetensors`` (config in its
+metadata), a guided-diffusion ``.pt`` state dict with a config JSON beside it (``create_model``'s
+keyword arguments), or a diffusers ``UNet2DModel`` folder when diffusers is installed.
+
+Public checkpoints are downloaded once into the cache directory (``$RESTORE_CACHE``, default
+``~/.cache/restore``): the transfer resumes from a ``.part`` file, and the result is checked
+against the size and SHA-256 recorded here. Where this table has no SHA-256 yet (the files could
+not be hashed when it was written), the first complete download records its hash in a
+``.sha256`` file beside it and ``restore priors verify`` checks the file against that from then on.
+Offline, the error names the file, its URL and where to put it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from restore.errors import RestoreError
+from restore.prior.denoiser import Denoiser, UNetDenoiser
+from restore.prior.schedule import make_betas
+from restore.prior.weights import load_network, read_info
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: guided-diffusion configs (create_model keyword arguments) shared by the public 256×256 checkpoints
+_ADM_256 = dict(image_size=256, channel_mult="", learn_sigma=True, class_cond=False, num_heads=4, num_head_channels=64,
+                num_heads_upsample=-1, use_scale_shift_norm=True, dropout=0.0, resblock_updown=True,
+                use_new_attention_order=False)
+
+
+@dataclass(frozen=True)
+class PriorEntry:
+    name: str
+    description: str
+    filename: str
+    #: direct download address; None for the embedded prior and for files only offered on a web page
+    url: str | None = None
+    #: where to get the file by hand when there is no direct address (e.g. a Google Drive folder)
+    page: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    unet: dict = field(default_factory=dict)
+    schedule: str = "linear"
+    citation: str = ""
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None and self.page is None
+
+
+PRIORS: dict[str, PriorEntry] = {
+    entry.name: entry
+    for entry in [
+        PriorEntry(
+            "default", "small ADM UNet trained on BSDS500 photographs (embedded; any image size)", "default.safetensors",
+            citation="trained with `restore train` on BSDS500 (Arbelaez et al., TPAMI 2011)",
+        ),
+        PriorEntry(
+            "ffhq-256", "ADM UNet on FFHQ 256×256 faces, the prior of DPS (93.6 M parameters)", "ffhq_10m.pt",
+            page="https://drive.google.com/drive/folders/1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh",
+            unet=dict(_ADM_256, num_channels=128, num_res_blocks=1, attention_resolutions="16"),
+            citation="Chung et al., Diffusion Posterior Sampling, ICLR 2023 (github.com/DPS2022/diffusion-posterior-sampling)",
+        ),
+        PriorEntry(
+            "imagenet-256", "guided-diffusion ImageNet 256×256 unconditional ADM, the prior of DDRM and RED-Diff (552.8 M)",
+            "256x256_diffusion_uncond.pt",
+            url="https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt",
+            unet=dict(_ADM_256, num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8"),
+            citation="Dhariwal & Nichol, Diffusion Models Beat GANs on Image Synthesis, NeurIPS 2021",
+        ),
+    ]
+}
+
+
+def cache_dir() -> Path:
+    """Where downloaded priors live: $RESTORE_CACHE, else ~/.cache/restore."""
+    return Path(os.environ.get("RESTORE_CACHE") or Path.home() / ".cache" / "restore")
+
+
+def weights_path(entry: PriorEntry) -> Path:
+    return WEIGHTS_DIR / entry.filename if entry.embedded else cache_dir() / entry.filename
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expected_sha256(entry: PriorEntry) -> str | None:
+    """The table's hash, else the one recorded at the first download (trust on first use)."""
+    recorded = weights_path(entry).with_suffix(".sha256")
+    return entry.sha256 or (recorded.read_text().split()[0] if recorded.is_file() else None)
+
+
+def verify(entry: PriorEntry) -> str:
+    """'ok', 'missing', or a message saying how the file differs from what was recorded."""
+    path = weights_path(entry)
+    if not path.is_file():
+        return "missing"
+    if entry.size is not None and path.stat().st_size != entry.size:
+        return f"wrong size: {path.stat().st_size} bytes, expected {entry.size}"
+    expected = expected_sha256(entry)
+    if expected is None:
+        return "ok (no checksum recorded)"
+    actual = sha256_of(path)
+    return "ok" if actual == expected else f"checksum mismatch: {actual}, expected {expected}"
+
+
+def download(entry: PriorEntry, on_progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """Fetch a public checkpoint into the cache (resuming a partial download) and verify it."""
+    if entry.embedded:
+        return weights_path(entry)
+    path = weights_path(entry)
+    if path.is_file():
+        return path
+    if entry.url is None:
+        raise RestoreError(f"prior '{entry.name}' is offered only as a web download: get {entry.filename} from "
+                           f"{entry.page} and put it at {path} (or set RESTORE_CACHE to the folder holding it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    start = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(entry.url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            if start and response.status != 206:  # the server ignored the range: start over
+                start = 0
+            total = response.headers.get("Content-Length")
+            total = int(total) + start if total is not None else entry.size
+            with open(part, "ab" if start else "wb") as handle:
+                done = start
+                while block := response.read(1 << 20):
+                    handle.write(block)
+                    done += len(block)
+                    if on_progress:
+                        on_progress(done, total)
+    except OSError as err:  # URLError, timeouts, connection resets
+        raise RestoreError(
+            f"cannot download prior '{entry.name}' ({reason(err)}): get {entry.filename} from {entry.url} "
+            f"and put it at {path} (or set RESTORE_CACHE to the folder holding it)"
+        ) from None
+    actual = sha256_of(part)
+    if entry.sha256 is not None and actual != entry.sha256:
+        part.unlink()
+        raise RestoreError(f"downloaded {entry.filename} has checksum {actual}, expected {entry.sha256}; removed it, try again")
+    os.replace(part, path)
+    if entry.sha256 is None:
+        path.with_suffix(".sha256").write_text(f"{actual}  {entry.filename}\n")
+    return path
+
+
+def reason(err: OSError) -> str:
+    return str(getattr(err, "reason", None) or err) or type(err).__name__
+
+
+def resolve(name_or_path: str) -> tuple[Path, dict | None]:
+    """The weights file of a named prior (downloading it if needed) or a local path, and its config."""
+    entry = PRIORS.get(name_or_path)
+    if entry is None:
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise RestoreError(f"prior '{name_or_path}' is neither a known name ({', '.join(PRIORS)}) nor an existing file")
+        return path, None
+    path = weights_path(entry)
+    if entry.embedded and not path.is_file():
+        raise RestoreError(f"the embedded prior's weights are missing from the installation ({path}); reinstall restore")
+    if not entry.embedded:
+        path = download(entry)
+    return path, ({"unet": entry.unet, "schedule": entry.schedule} if entry.unet else None)
+
+
+def load_prior(name_or_path: str = "default", *, device: str | torch.device = "cpu", precision: str = "fp32",
+               channels_last: bool | None = None) -> Denoiser:
+    """A ready denoiser (eval mode, on ``device``) for a named prior or a weights file/folder."""
+    path, info = resolve(name_or_path)
+    if path.is_dir():
+        from restore.prior.diffusers_import import load_diffusers_unet
+
+        return load_diffusers_unet(path, device=device, precision=precision)
+    config = info["unet"] if info else None
+    net, saved = load_network(path, config)
+    schedule = (info or saved).get("schedule", "linear")
+    device = torch.device(device)
+    if channels_last is None:
+        channels_last = device.type == "cpu"
+    return UNetDenoiser(net, make_betas(schedule), precision=precision, channels_last=channels_last).to(device)
+
+
+def describe(name: str) -> dict:
+    """What `restore priors info NAME` shows."""
+    if name not in PRIORS:
+        raise RestoreError(f"unknown prior '{name}'; known: {', '.join(PRIORS)}")
+    entry = PRIORS[name]
+    path = weights_path(entry)
+    info = {"name": entry.name, "description": entry.description, "file": str(path), "status": verify(entry),
+            "url": entry.url or entry.page or "embedded in the package", "citation": entry.citation}
+    if path.is_file():
+        saved = read_info(path) if path.suffix == ".safetensors" else None
+        info["size_mb"] = round(path.stat().st_size / 1e6, 1)
+        info["config"] = (saved or {}).get("unet", entry.unet)
+        if saved and saved.get("training"):
+            info["training"] = {k: v for k, v in saved["training"].items() if k != "train_config"}
+    else:
+        info["config"] = entry.unet
+    return info

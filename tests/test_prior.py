@@ -1,0 +1,228 @@
+"""The prior: ADM UNet layout against the public checkpoints, weights I/O, the denoiser wrapper, the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from restore.errors import RestoreError
+from restore.prior import registry
+from restore.prior.denoiser import UNetDenoiser
+from restore.prior.gaussian import GaussianDenoiser
+from restore.prior.schedule import make_betas, respaced_timesteps, timestep_for_sigma
+from restore.prior.unet import UNetConfig, UNetModel
+from restore.prior.weights import load_network, save_prior
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+TINY = UNetConfig(image_size=32, num_channels=32, channel_mult="1,2", num_res_blocks=1, attention_resolutions="16",
+                  num_head_channels=16, resblock_updown=True, learn_sigma=True)
+
+
+@pytest.mark.parametrize("fixture, name", [("adm_ffhq256_keys.json", "ffhq-256"),
+                                           ("adm_imagenet256_uncond_keys.json", "imagenet-256")])
+def test_public_checkpoint_layouts_match_name_for_name_and_shape_for_shape(fixture, name):
+    path = FIXTURES / fixture
+    if not path.is_file():
+        pytest.skip("../shared/fixtures not available")
+    expected = json.loads(path.read_text())
+    config = UNetConfig.from_dict(expected["config"])
+    assert config == UNetConfig.from_dict(registry.PRIORS[name].unet), "registry config differs from the fixture's"
+    with torch.device("meta"):
+        net = UNetModel(config)
+    got = {k: list(v.shape) for k, v in net.state_dict().items()}
+    want = expected.get("state_dict") or expected.get("keys")
+    want = {k: list(v) for k, v in (want.items() if isinstance(want, dict) else want)}
+    assert list(got) == list(want), "parameter names or order differ"
+    assert got == want
+    assert sum(v.numel() for v in net.parameters()) == expected["params"]
+
+
+def tiny_net(seed: int = 0) -> UNetModel:
+    torch.manual_seed(seed)
+    net = UNetModel(TINY)
+    with torch.no_grad():  # zero-initialised output layers would make every test trivially pass
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return net.eval()
+
+
+def test_save_load_round_trip_keeps_outputs(tmp_path):
+    net = tiny_net()
+    path = tmp_path / "tiny.safetensors"
+    save_prior(net, path, schedule="cosine", training={"steps": 3})
+    loaded, info = load_network(path)
+    assert info["schedule"] == "cosine" and info["training"]["steps"] == 3
+    assert json.loads(path.with_suffix(".json").read_text())["unet"] == TINY.to_dict()
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([10.0, 500.0])
+    assert torch.equal(net(x, t), loaded(x, t))
+    denoiser = registry.load_prior(str(path))
+    assert denoiser.num_timesteps == 1000 and torch.allclose(denoiser.betas, make_betas("cosine"))
+
+
+def test_guided_diffusion_pt_with_config_beside_loads(tmp_path):
+    net = tiny_net()
+    path = tmp_path / "model.pt"
+    torch.save(net.state_dict(), path)
+    path.with_suffix(".json").write_text(json.dumps(TINY.to_dict()))  # create_model's keyword arguments
+    loaded, _ = load_network(path)
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(loaded(x, torch.tensor([3.0])), net(x, torch.tensor([3.0])))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_shape", "no_config"])
+def test_bad_weight_files_give_one_clear_error(tmp_path, damage):
+    net = tiny_net()
+    path = tmp_path / "w.safetensors"
+    save_prior(net, path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "garbage":
+        path = tmp_path / "w.pt"
+        path.write_bytes(b"not a checkpoint at all")
+        path.with_suffix(".json").write_text(json.dumps(TINY.to_dict()))
+    elif damage == "wrong_shape":
+        other = UNetModel(UNetConfig(**{**TINY.to_dict(), "num_channels": 64}))
+        path = tmp_path / "o.pt"
+        torch.save(other.state_dict(), path)
+        path.with_suffix(".json").write_text(json.dumps(TINY.to_dict()))
+    else:
+        path = tmp_path / "bare.pt"
+        torch.save(net.state_dict(), path)
+    with pytest.raises(RestoreError) as info:
+        registry.load_prior(str(path))
+    assert str(path.name) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": torch.zeros(1), "f": print}, path)  # a pickle that references a callable
+    path.with_suffix(".json").write_text(json.dumps(TINY.to_dict()))
+    with pytest.raises(RestoreError):
+        registry.load_prior(str(path))
+
+
+def test_denoiser_any_size_and_grayscale():
+    denoiser = UNetDenoiser(tiny_net(), make_betas("linear"))
+    for shape in [(1, 3, 37, 53), (2, 1, 20, 31)]:
+        x = torch.randn(shape)
+        out = denoiser(x, 100)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+    eps, v = denoiser.eps_and_v(torch.randn(1, 1, 16, 16), 5)
+    assert eps.shape == v.shape == (1, 1, 16, 16)
+
+
+def test_padding_does_not_change_multiples_of_the_network_size():
+    """An image already a multiple of the size multiple goes through unpadded: equal to the raw network."""
+    net = tiny_net()
+    denoiser = UNetDenoiser(net, make_betas("linear"))
+    x, t = torch.randn(1, 3, 32, 32), 50
+    ab = denoiser.alpha_bar(t, x)
+    raw_eps = net(x, torch.tensor([float(t)]))[:, :3]
+    assert torch.allclose(denoiser(x, t), (x - (1 - ab).sqrt() * raw_eps) / ab.sqrt(), atol=1e-6)
+
+
+def test_bf16_wrapper_stays_close_to_fp32():
+    net = tiny_net()
+    x = torch.randn(1, 3, 32, 32)
+    full = UNetDenoiser(net, make_betas("linear"))(x, 200)
+    half = UNetDenoiser(net, make_betas("linear"), precision="bf16")(x, 200)
+    assert half.dtype == torch.float32
+    assert (half - full).abs().max() < 0.05 * full.abs().max()
+
+
+def test_gaussian_denoiser_is_the_posterior_mean():
+    """For x0 ~ N(μ, Σ), E[x0 | x_t] by Monte Carlo (importance weights) matches the closed form."""
+    gen = torch.Generator().manual_seed(0)
+    n = 4
+    a = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    cov = a @ a.T / n + 0.1 * torch.eye(n, dtype=torch.float64)
+    mean = torch.randn(n, generator=gen, dtype=torch.float64)
+    den = GaussianDenoiser(mean, cov, (1, 2, 2))
+    t = 300
+    ab = float(den.alpha_bar(t, torch.zeros(1)))
+    samples = mean + torch.randn(400_000, n, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(cov).T
+    x_t = (ab**0.5 * samples[0] + (1 - ab) ** 0.5 * torch.randn(n, generator=gen, dtype=torch.float64))
+    log_w = -((x_t - ab**0.5 * samples) ** 2).sum(1) / (2 * (1 - ab))
+    w = torch.softmax(log_w, 0)
+    mc = (w[:, None] * samples).sum(0)
+    exact = den(x_t.reshape(1, 1, 2, 2), t).reshape(-1)
+    assert torch.allclose(mc, exact, atol=0.03), (mc, exact)
+    # Tweedie: score = (sqrt(ᾱ) x̂0 - x_t) / (1 - ᾱ)
+    score = den.score(x_t.reshape(1, 1, 2, 2), t).reshape(-1)
+    assert torch.allclose(score, (ab**0.5 * exact - x_t) / (1 - ab), atol=1e-8)
+
+
+def test_schedule_helpers():
+    betas = make_betas("linear")
+    assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(0.02) and len(betas) == 1000
+    steps = respaced_timesteps(1000, 20)
+    assert len(steps) == 20 and steps[0] == 999 and (steps[:-1] > steps[1:]).all()
+    alphas_cumprod = torch.cumprod(1 - betas, 0)
+    t = int(timestep_for_sigma(alphas_cumprod, 0.2))
+    sigma = ((1 - alphas_cumprod[t]) / alphas_cumprod[t]).sqrt()
+    assert abs(float(sigma) - 0.2) < 0.01
+
+
+def test_registry_names_and_offline_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTORE_CACHE", str(tmp_path))
+    assert registry.cache_dir() == tmp_path
+    assert {"default", "ffhq-256", "imagenet-256"} <= set(registry.PRIORS)
+    with pytest.raises(RestoreError, match="neither a known name"):
+        registry.load_prior("no-such-prior")
+    # ffhq-256 is offered only on a web page: the error says where to put the file
+    with pytest.raises(RestoreError, match=str(tmp_path / "ffhq_10m.pt").replace(".", r"\.")):
+        registry.load_prior("ffhq-256")
+    # a direct download that cannot connect names the file, the URL and the place
+    entry = registry.PriorEntry("test", "x", "w.pt", url="http://127.0.0.1:9/w.pt")
+    with pytest.raises(RestoreError) as info:
+        registry.download(entry)
+    assert "w.pt" in str(info.value) and "http://127.0.0.1:9/w.pt" in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_download_resumes_and_verifies(tmp_path, monkeypatch):
+    """A local HTTP server with Range support: a partial file is completed, not restarted."""
+    import hashlib
+    import http.server
+    import threading
+
+    payload = bytes(range(256)) * 400
+    served_ranges = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            start = 0
+            if "Range" in self.headers:
+                start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                self.send_response(206)
+            else:
+                self.send_response(200)
+            served_ranges.append(start)
+            self.send_header("Content-Length", str(len(payload) - start))
+            self.end_headers()
+            self.wfile.write(payload[start:])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("RESTORE_CACHE", str(tmp_path))
+        url = f"http://127.0.0.1:{server.server_port}/w.pt"
+        digest = hashlib.sha256(payload).hexdigest()
+        entry = registry.PriorEntry("t", "x", "w.pt", url=url, size=len(payload), sha256=digest)
+        (tmp_path / "w.pt.part").write_bytes(payload[:5000])
+        path = registry.download(entry)
+        assert served_ranges == [5000] and path.read_bytes() == payload
+        assert registry.verify(entry) == "ok"
+        path.write_bytes(payload[:-1] + b"x")
+        assert registry.verify(entry).startswith("checksum mismatch")
+        bad = registry.PriorEntry("b", "x", "b.pt", url=url, sha256="0" * 64)
+        with pytest.raises(RestoreError, match="checksum"):
+            registry.download(bad)
+        assert not (tmp_path / "b.pt").exists()
+    finally:
+        server.shutdown()
