@@ -36,21 +36,21 @@ class Image:
     bit_depth: int = 8
 
 
-def list_images(pattern: str | Path) -> list[Path]:
-    """The image files named by a file, a folder (its images, sorted) or a glob pattern (sorted)."""
+def list_images(pattern: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The input files named by a file, a folder (its files with ``suffixes``, sorted) or a glob (sorted)."""
     path = Path(pattern)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
         if not files:
-            raise RestoreError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder {path}")
+            raise RestoreError(f"no input files ({', '.join(suffixes)}) in folder {path}")
         return files
     if path.is_file():
         return [path]
-    matches = sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    matches = sorted(Path(p) for p in glob.glob(str(pattern)) if Path(p).suffix.lower() in suffixes)
     if matches:
         return matches
     if glob.has_magic(str(pattern)):
-        raise RestoreError(f"no images match {pattern}")
+        raise RestoreError(f"no images match {pattern}" if suffixes == IMAGE_SUFFIXES else f"no files match {pattern}")
     raise RestoreError(f"file not found: {path}")
 
 
@@ -186,10 +186,11 @@ def read_kspace(path: str | Path) -> Tensor:
 def to_display(measurement: Tensor, size: Sequence[int] | None = None) -> Tensor:
     """A measurement as a displayable (C, H, W) image in [-1, 1]: magnitude for complex data, min-max scaled
     when outside [-1, 1], nearest-neighbour resized to ``size`` (H, W) when given."""
-    m = measurement.detach().float().cpu()
     if measurement.is_complex():
         m = measurement.detach().abs().float().cpu()
         m = torch.log1p(m / m.amax().clamp_min(1e-12) * 1000)
+    else:
+        m = measurement.detach().float().cpu()
     if m.dim() == 2:
         m = m[None]
     if m.shape[0] not in (1, 3):

@@ -17,7 +17,7 @@ CASES: dict[str, list[str]] = {
     "resize": ["bicubic:2", "bicubic:4", "bicubic:8", "avgpool:2", "nearest:4"],
     "color": ["identity", "gray"],
     "mri": ["mri:equispaced:4:center=4", "mri:random:4:seed=1", "mri:poisson:3:seed=2", "mri:radial:8",
-            "mri:equispaced:2:center=2:complex=1", "mri:equispaced:3:center=6:coils=4", "mri:radial:12:coils=3:complex=1"],
+            "mri:equispaced:2:center=2:complex=1"],
     "ct": ["ct:12", "ct:8:arc=120:detectors=40"],
 }
 SPECS = [spec for specs in CASES.values() for spec in specs]
