@@ -221,10 +221,6 @@ def finish(records, out: Path, quiet: bool, json_out: bool) -> None:
         raise typer.Exit(1)
 
 
-def common(**values):
-    return values
-
-
 # ---- task commands ---------------------------------------------------------------------------------
 @app.command()
 @user_errors
@@ -343,7 +339,7 @@ def denoise(
         noise_sigma = 0.1
     base = tasks.image_task(lambda shape: operators.build("identity", shape), lambda shape: shape,
                             noise_sigma, simulate, references_from(reference))
-    prepare = base if noise_sigma is not None else tasks.with_estimated_noise(base, references_from(reference))
+    prepare = base if noise_sigma is not None else tasks.with_estimated_noise(base)
     run_task("denoise", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
@@ -461,6 +457,109 @@ def metrics(
     table.add_section()
     table.add_row(f"mean of {len(rows)}", fmt(means["psnr"]), fmt(means["ssim"], 4), fmt(means["lpips"], 4))
     Console().print(table)
+
+
+@priors_app.command("list")
+@user_errors
+def priors_list() -> None:
+    """The named priors, where their files are, and whether they are present."""
+    from rich.table import Table
+
+    from restore.prior import registry
+
+    table = Table()
+    for column in ("name", "description", "status", "file"):
+        table.add_column(column)
+    for entry in registry.PRIORS.values():
+        path = registry.weights_path(entry)
+        table.add_row(entry.name, entry.description, "present" if path.is_file() else "not downloaded", str(path))
+    Console().print(table)
+
+
+@priors_app.command("info")
+@user_errors
+def priors_info(name: Annotated[str, typer.Argument(help="A prior name from `restore priors list`.")]) -> None:
+    """A prior's source, file, configuration and training record."""
+    from restore.prior import registry
+
+    typer.echo(json.dumps(registry.describe(name), indent=2))
+
+
+@priors_app.command("download")
+@user_errors
+def priors_download(name: Annotated[str, typer.Argument(help="A prior name from `restore priors list`.")]) -> None:
+    """Fetch a public checkpoint into the cache (resumes an interrupted download; verifies it)."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from restore.errors import RestoreError
+    from restore.prior import registry
+
+    if name not in registry.PRIORS:
+        raise RestoreError(f"unknown prior '{name}'; known: {', '.join(registry.PRIORS)}")
+    entry = registry.PRIORS[name]
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console) as bars:
+        task = bars.add_task(entry.filename, total=entry.size)
+        path = registry.download(entry, lambda done, total: bars.update(task, completed=done, total=total))
+    console.print(f"{name}: {path} ({registry.verify(entry)})", highlight=False)
+
+
+@priors_app.command("verify")
+@user_errors
+def priors_verify() -> None:
+    """Check every prior file present against its recorded size and SHA-256."""
+    from restore.prior import registry
+
+    bad = 0
+    for entry in registry.PRIORS.values():
+        status = registry.verify(entry)
+        bad += not (status.startswith("ok") or status == "missing")
+        console.print(f"{entry.name:14} {status}", highlight=False)
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def train(
+    images: Annotated[list[Path], typer.Argument(help="Folders (or files) of training photographs.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Weights file to write (.safetensors); a resumable .ckpt and a .json go beside it.")],
+    exclude: Annotated[Optional[Path], typer.Option(help="A text file of image file names to leave out (a validation split).", show_default=False)] = None,
+    minutes: Annotated[Optional[float], typer.Option(min=0.0, help="Stop after this many minutes.", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Stop at this many total steps.", show_default=False)] = None,
+    channels: Annotated[int, typer.Option(min=32, help="Base channel count of the UNet (multiple of 32).")] = 64,
+    crop: Annotated[int, typer.Option(min=16, help="Training crop size in pixels.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 16,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 2e-4,
+    seed: Seed = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT's .ckpt when it exists.")] = True,
+    init_from: Annotated[Optional[Path], typer.Option(help="Without a .ckpt: start from these weights (e.g. the shipped prior's) with a fresh optimizer.", show_default=False)] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train an ADM-architecture prior on random crops of photographs (CPU or GPU; bf16 where it pays)."""
+    import dataclasses
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from restore.errors import RestoreError
+    from restore.prior.train import TrainConfig, train as run_training
+
+    if minutes is None and steps is None:
+        raise RestoreError("give --minutes or --steps (or both) to say when training stops")
+    if channels % 32:
+        raise RestoreError(f"--channels must be a multiple of 32 (GroupNorm uses 32 groups), got {channels}")
+    names = set(exclude.read_text().split()) if exclude else set()
+    base = TrainConfig()
+    config = dataclasses.replace(base, unet={**base.unet, "num_channels": channels, "image_size": crop}, crop=crop,
+                                 batch_size=batch_size, lr=lr, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=quiet) as bars:
+        task = bars.add_task("training", total=steps, loss=float("nan"))
+        state = run_training(images, out, config=config, exclude=names, steps=steps, minutes=minutes, resume=resume,
+                             init_from=init_from, on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
+    console.print(f"{state.step} steps; EMA weights → {out} (config {out.with_suffix('.json')}, resume from {out.with_suffix('.ckpt')})",
+                  highlight=False)
 
 
 if __name__ == "__main__":

@@ -157,32 +157,6 @@ def read_sinogram(path: str | Path) -> Tensor:
     return torch.from_numpy(array.astype(np.float32))[None]
 
 
-def read_kspace(path: str | Path) -> Tensor:
-    """MRI k-space from .npy ((H, W) or (coils, H, W), complex) or fastMRI .h5 (dataset ``kspace``; middle slice)."""
-    path = Path(path)
-    if path.suffix.lower() in (".h5", ".hdf5"):
-        try:
-            import h5py
-        except ImportError:
-            raise RestoreError(f"reading {path} needs h5py: pip install 'restore[hdf5]'") from None
-        if not path.is_file():
-            raise RestoreError(f"k-space file not found: {path}")
-        try:
-            with h5py.File(path, "r") as handle:
-                data = handle["kspace"]
-                # fastMRI volumes: (slices, H, W) single-coil or (slices, coils, H, W) multi-coil; take the middle slice
-                array = np.asarray(data[data.shape[0] // 2] if data.ndim in (3, 4) else data[()])
-        except (OSError, KeyError) as err:
-            raise RestoreError(f"cannot read k-space from {path}: {err}") from None
-    else:
-        array = read_array(path, "k-space")
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3:
-        raise RestoreError(f"k-space {path} must have shape (H, W) or (coils, H, W), got {array.shape}")
-    return torch.from_numpy(array.astype(np.complex64))
-
-
 def to_display(measurement: Tensor, size: Sequence[int] | None = None) -> Tensor:
     """A measurement as a displayable (C, H, W) image in [-1, 1]: magnitude for complex data, min-max scaled
     when outside [-1, 1], nearest-neighbour resized to ``size`` (H, W) when given."""

@@ -19,7 +19,8 @@ import operators
 from operators.color import rgb_to_luminance
 from restore.api import simulate
 from restore.errors import RestoreError
-from restore.io import read_image, read_kspace, read_sinogram
+from operators.mri import read_kspace
+from restore.io import read_image, read_sinogram
 from restore.noise import GaussianNoise, NoNoise
 
 
@@ -43,7 +44,7 @@ class Item:
     @property
     def shape_key(self) -> tuple:
         """Items with equal keys can share a batch."""
-        return (tuple(self.y.shape), self.operator.in_shape, type(self.operator).__name__, self.y.dtype)
+        return (tuple(self.y.shape), self.operator.in_shape, type(self.operator).__name__, self.y.dtype, self.noise)
 
 
 Prepare = Callable[[Path, int], Item]
@@ -78,15 +79,17 @@ def inpaint(mask: str, noise_sigma: float | None, references: Callable[[Path], P
         image = read_image(path)
         shape = tuple(image.pixels.shape)
         mask_path = Path(mask)
-        if mask_path.is_file():
-            spec = f"mask:file={mask_path}" + (":invert" if invert else "")
-        elif mask_path.is_dir():
-            candidates = sorted(p for p in mask_path.iterdir() if p.stem == path.stem)
+        if mask_path.is_dir():
+            candidates = sorted(p for p in mask_path.iterdir() if p.stem == path.stem and p.is_file())
             if not candidates:
                 raise RestoreError(f"no mask named {path.stem}.* in {mask_path} for {path.name}")
-            spec = f"mask:file={candidates[0]}" + (":invert" if invert else "")
+            mask_path = candidates[0]
+        if mask_path.is_file():
+            spec = f"mask:{mask_path}" + (":invert=1" if invert else "")
+        elif mask.split(":")[0] in ("box", "random", "strokes"):
+            spec = mask if "seed=" in mask or mask.startswith("box:") and "top=" in mask else f"{mask}:seed={index}"
         else:
-            spec = mask
+            raise RestoreError(f"mask not found: {mask} (give a file, a folder of masks, or box:SIZE, random:FRACTION, strokes)")
         op = operators.build(spec, shape)
         x = image.pixels[None]
         y = simulate(x, op, noise, [index])
@@ -115,13 +118,18 @@ def image_task(
     noise_sigma: float | None,
     simulate_input: bool,
     references: Callable[[Path], Path | None],
+    measured: Callable[[Tensor], Tensor] | None = None,
 ) -> Prepare:
-    """Tasks whose measurement is a picture (deblur, super-resolution, denoise, colorize)."""
+    """Tasks whose measurement is a picture (deblur, super-resolution, denoise, colorize).
+
+    ``measured`` converts a real measurement file's pixels first (colorize: RGB → luminance).
+    """
     noise = gaussian_noise(noise_sigma)
 
     def prepare(path: Path, index: int) -> Item:
         image = read_image(path)
-        y, op, truth = _simulated_or_measured(image.pixels, make_operator, simulate_input, noise, index, measured_to_clean_shape)
+        pixels = measured(image.pixels) if measured is not None and not simulate_input else image.pixels
+        y, op, truth = _simulated_or_measured(pixels, make_operator, simulate_input, noise, index, measured_to_clean_shape)
         ref_path = references(path)
         ref = reference_for(ref_path, op.in_shape) if ref_path else truth
         alpha = image.alpha if image.alpha is not None and tuple(image.alpha.shape[-2:]) == op.in_shape[1:] else None
@@ -156,9 +164,7 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
             op = operators.build(mask_spec(*x.shape[-2:], None), tuple(x.shape[1:]))
             y = simulate(x, op, noise, [index])
             return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, "kspace")
-        kspace = read_kspace(path)  # (coils or 1, H, W) complex
-        if kspace.dim() == 2:
-            kspace = kspace[None]
+        kspace, stored_mask = read_kspace(path)  # (coils, H, W) complex; fastMRI files may carry their mask
         if kspace.shape[0] != 1:
             raise RestoreError(f"{path.name}: multi-coil k-space ({kspace.shape[0]} coils) needs sensitivity maps; the command line takes single-coil k-space")
         height, width = kspace.shape[-2:]
@@ -166,8 +172,8 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
         if spec:
             op = operators.build(spec, (1, height, width))
         else:
-            sampled = (kspace.abs() > 0).to(torch.float32)
-            op = operators.mri.MRI.from_mask(sampled[None], (1, height, width))
+            sampled = stored_mask if stored_mask is not None else (kspace[0].abs() > 0).to(torch.float64)
+            op = operators.mri.MRI.from_mask(sampled, (1, height, width))
         # k-space of an image with intensities in [0, 1] → library range [-1, 1]: A(2x - 1) = 2 A(x) - A(1)
         scale = float(op.A_adjoint(kspace[None].to(torch.complex64)).abs().max().clamp_min(1e-12))
         ones = torch.ones((1, 1, height, width))
@@ -217,10 +223,24 @@ def ct(angles: int, arc: float, noise_sigma: float | None, simulate_input: bool,
     return prepare
 
 
+def with_estimated_noise(prepare: Prepare) -> Prepare:
+    """Wrap a task whose noise level is unknown: estimate σ from each measurement itself."""
+
+    def wrapped(path: Path, index: int) -> Item:
+        item = prepare(path, index)
+        sigma = estimate_noise_sigma(item.y[0])
+        item.noise = gaussian_noise(round(sigma, 4))
+        item.extra["estimated_noise_sigma"] = round(sigma, 4)
+        return item
+
+    return wrapped
+
+
 def estimate_noise_sigma(pixels: Tensor) -> float:
     """σ on the [0, 1] scale estimated from the image itself (wavelet MAD, scikit-image)."""
     from skimage.restoration import estimate_sigma
 
     image = ((pixels + 1) / 2).permute(1, 2, 0).double().numpy()
     sigma = estimate_sigma(image, channel_axis=-1, average_sigmas=True)
+    sigma = float(sigma)
     return float(sigma) if math.isfinite(sigma) else 0.0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from restore.errors import RestoreError
-from restore.io import list_images, make_grid, read_image, read_kspace, read_sinogram, save_array, write_gif, write_image
+from restore.io import list_images, make_grid, read_image, read_sinogram, save_array, write_gif, write_image
 from restore.metrics import compute_metrics, psnr, ssim
 
 
@@ -67,18 +67,12 @@ def test_list_images_file_folder_glob(tmp_path):
     assert [p.name for p in list_images(tmp_path, suffixes=(".txt",))] == ["c.txt"]
 
 
-def test_arrays_kspace_and_sinogram(tmp_path):
-    k = (np.random.default_rng(1).standard_normal((8, 10)) + 1j).astype(np.complex64)
-    save_array(tmp_path / "k.npy", k)
-    assert read_kspace(tmp_path / "k.npy").shape == (1, 8, 10)
+def test_sinogram_arrays(tmp_path):
     save_array(tmp_path / "s.npy", np.ones((6, 11), np.float32))
     assert read_sinogram(tmp_path / "s.npy").shape == (1, 6, 11)
+    save_array(tmp_path / "k.npy", np.ones((6, 11), np.complex64))
     with pytest.raises(RestoreError, match="must be a real 2-D array"):
         read_sinogram(tmp_path / "k.npy")
-    h5py = pytest.importorskip("h5py")
-    with h5py.File(tmp_path / "scan.h5", "w") as f:
-        f["kspace"] = np.stack([k, 2 * k, 3 * k])  # fastMRI single-coil volume: (slices, H, W)
-    assert torch.allclose(read_kspace(tmp_path / "scan.h5")[0], torch.from_numpy(2 * k))
 
 
 def test_grid_and_gif(tmp_path):

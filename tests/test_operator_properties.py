@@ -10,7 +10,7 @@ from operators import OperatorError, SVDOperator, inner
 
 # Example specs per module; every registered operator name must appear at least once.
 CASES: dict[str, list[str]] = {
-    "inpaint": [],
+    "inpaint": ["box:16:seed=1", "random:0.7:seed=2", "random:0.5:channels=per", "strokes:seed=3", "mask:tests/data/inpaint_mask_37x53.png"],
     "blur": ["blur:gaussian:7:1.5", "blur:gaussian:5:1.0:boundary=reflect", "blur:gaussian:5:1.0:boundary=valid",
              "blur:motion:9:0.5:seed=1", "blur:motion:7:1.0:seed=2:boundary=reflect", "blur:levin:5",
              "blur:levin:3:boundary=valid"],

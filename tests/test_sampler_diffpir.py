@@ -157,7 +157,7 @@ def test_operators_without_svd_run_and_beat_pseudo_inverse(gaussian_problem, mak
     op = make(p.shape).double()
     assert not op.has_svd
     y = GaussianNoise(SIGMA)(op.A(p.x), generator=torch.Generator().manual_seed(1))
-    x = run(p, 8, 50, operator=op, y=y)
+    x = run(p, 8, 20, operator=op, y=y)  # 20 steps: each data step runs up to 100 CG iterations
     assert x.dtype == torch.float64 and x.shape == (8, *p.shape)
     mse, mse_pinv = (x - p.x).pow(2).mean().item(), (pinv(op, y) - p.x).pow(2).mean().item()
     assert mse < mse_pinv, (make.__name__, mse, mse_pinv)
@@ -172,7 +172,7 @@ def test_library_operators_without_svd(gaussian_problem, spec):
     p = gaussian_problem("identity", SIGMA, shape=(1, 8, 8))
     op = operators.build(spec, p.shape).double()
     y = GaussianNoise(SIGMA)(op.A(p.x), generator=torch.Generator().manual_seed(1))
-    x = run(p, 8, 50, operator=op, y=y)
+    x = run(p, 8, 20, operator=op, y=y)  # 20 steps: each data step runs up to 100 CG iterations
     assert x.dtype == torch.float64 and x.shape == (8, *p.shape)
     mse, mse_pinv = (x - p.x).pow(2).mean().item(), (pinv(op, y) - p.x).pow(2).mean().item()
     assert mse < mse_pinv, (spec, mse, mse_pinv)

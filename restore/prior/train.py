@@ -200,11 +200,14 @@ def train(
     minutes: float | None = None,
     checkpoint_minutes: float = 10.0,
     resume: bool = True,
+    init_from: Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainState:
     """Train (or resume) a prior; writes ``out`` (EMA weights, safetensors), its JSON config, and ``out.ckpt``.
 
-    Stops after ``steps`` total steps or ``minutes`` of this call, whichever comes first.
+    Stops after ``steps`` total steps or ``minutes`` of this call, whichever comes first. Without a
+    checkpoint to resume, ``init_from`` (weights saved by an earlier run, e.g. the shipped prior)
+    warm-starts the network and its EMA — with a fresh optimizer — and continues its step count.
     """
     out = Path(out)
     ckpt = out.with_suffix(".ckpt")
@@ -213,6 +216,8 @@ def train(
     else:
         config = config or TrainConfig()
         state = new_state(config)
+        if init_from is not None:
+            warm_start(state, config, Path(init_from))
     files = image_files(image_paths, exclude)
     images = load_images_uint8(files, config.crop)
     alphas_cumprod = torch.cumprod(1 - make_betas(config.schedule), dim=0)
@@ -230,6 +235,20 @@ def train(
             last_save = time.time()
     export(state, config, out, len(files))
     return state
+
+
+def warm_start(state: TrainState, config: TrainConfig, path: Path) -> None:
+    """Copy weights (and the step count and CPU time) of an exported prior into a new training state."""
+    from restore.prior.weights import load_network
+
+    net, info = load_network(path)
+    if net.config.to_dict() != UNetConfig.from_dict(config.unet).to_dict():
+        raise RestoreError(f"--init-from {path} has another network config than this training run")
+    state.net.load_state_dict(net.state_dict())
+    state.ema.load_state_dict(net.state_dict())
+    training = info.get("training", {})
+    state.step = int(training.get("steps", 0))
+    state.seconds = float(training.get("cpu_seconds", 0))
 
 
 def export(state: TrainState, config: TrainConfig, out: Path, num_images: int) -> None:

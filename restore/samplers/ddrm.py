@@ -19,10 +19,19 @@ The comparisons are made as s_i σ' ≥ σ_y, so σ_y = 0 (noiseless) needs no i
 observed coordinate is then in the third case, and at the final level σ' = 0 it is set to ȳ_i
 exactly (η_b = 1). The last step goes to σ' = 0 (ᾱ = 1), so the result is V(z̄).
 
+(The official code compares strictly, s σ' > σ_y and s σ' < σ_y, so with σ_y = 0 its last step puts the
+observed coordinates in the missing case and returns x̄0 there; here they are ȳ exactly, as eq. 8 gives
+for σ' ≥ σ_y / s with η_b = 1.) With σ_y > 0 the last step is the low-noise case with σ' = 0: x̄0.
+
 x_T comes from the measurement as in the paper: z̄_T,i = ȳ_i + sqrt(σ_T² - σ_y²/s_i²) n_i where
 s_i σ_T ≥ σ_y, pure noise σ_T n_i elsewhere. Singular values below ``operator.rcond`` times the
 largest count as zero, as in ``A_pinv``. Each image has its own singular values when the operator
 holds one parameter set per image (shape (B, m)).
+
+Timesteps: ``steps`` levels evenly spaced over [T-1, 0] (999, 946, ..., 0 for 20 steps), then σ = 0;
+the official code uses range(0, T, T // steps) (950, 900, ..., 0). η is the official ``etaA`` and
+``etaC`` alike (the paper has one η). Poisson noise enters through its mid-grey σ (DDRM is derived
+for Gaussian noise). One network evaluation per step, no gradients through the network.
 """
 
 from __future__ import annotations

@@ -80,3 +80,19 @@ from restore.samplers.pigdm import PiGDMParams  # noqa: E402
 
 TABLE["pigdm"] = {task: Defaults(100, PiGDMParams(eta=1.0, weight=1.0))
                   for task in ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct")}
+
+# DDRM (Kawar et al. 2022): 20 steps, η = 0.85, η_b = 1 — the paper's setting for every task
+# (Section 5; bahjat-kawar/ddrm README: --timesteps 20 --eta 0.85 --etaB 1). DDRM needs an SVD: on the
+# MRI and CT operators (no SVD) check_operator refuses it; their rows only keep the table complete.
+from restore.samplers.ddrm import DDRMParams  # noqa: E402
+
+TABLE["ddrm"] = {task: Defaults(20, DDRMParams(eta=0.85, eta_b=1.0))
+                 for task in ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct")}
+
+# DDNM / DDNM+ (Wang et al. 2023): 100 DDIM steps with η = 0.85, no time travel — the official
+# wyhuai/DDNM defaults (configs/*.yml time_travel: T_sampling 100, travel_length 1, travel_repeat 1;
+# README --eta 0.85) for every task.
+from restore.samplers.ddnm import DDNMParams  # noqa: E402
+
+TABLE["ddnm"] = {task: Defaults(100, DDNMParams(eta=0.85))
+                 for task in ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct")}

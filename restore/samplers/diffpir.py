@@ -110,16 +110,16 @@ def diffpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
     hint = (f"lam={p.lam:g} may be too small for this noise level (an ill-conditioned data step), "
             "or the denoiser returned NaN/Inf")
 
-    aty = operator.A_adjoint(y)
-    aty = (aty.real if aty.is_complex() else aty).reshape(shape)
     x = randn(shape, generator, like=like)
     for i, t in enumerate(timesteps):
         a_t, a_next = ab[i], ab[i + 1]
         x0 = denoiser.denoise(x, t).detach()
 
+        # data step, as a correction from x̂0: (AᵀA + ρ I)⁻¹(Aᵀy + ρ x̂0) = x̂0 + (AᵀA + ρ I)⁻¹ Aᵀ(y - A x̂0)
         rho = p.lam * sigma_n**2 * a_t / (1 - a_t)  # λ σ_n² / σ̄_t²
-        x0 = operator.solve_normal(aty + rho * x0, rho, tol=p.cg_tol, max_iter=p.cg_max_iter)
-        x0 = (x0.real if x0.is_complex() else x0).reshape(shape)
+        rhs = operator.A_adjoint(y - operator.A(x0))
+        delta = operator.solve_normal(rhs.real if rhs.is_complex() else rhs, rho, tol=p.cg_tol, max_iter=p.cg_max_iter)
+        x0 = x0 + (delta.real if delta.is_complex() else delta).reshape(shape)
 
         eps_hat = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         if i < steps - 1:

@@ -1,0 +1,209 @@
+"""The command line on sample_data/ with a tiny random prior: outputs, reports, resume, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from restore.io import read_image, write_image
+from restore.prior.unet import UNetConfig, UNetModel
+from restore.prior.weights import save_prior
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    net = UNetModel(UNetConfig(image_size=32, num_channels=32, channel_mult="1,2", num_res_blocks=1,
+                               attention_resolutions="", resblock_updown=True))
+    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
+    save_prior(net, path)
+    return str(path)
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """Two small RGB images and one grayscale, written as PNG."""
+    folder = tmp_path / "images"
+    gen = torch.Generator().manual_seed(0)
+    for name, shape in [("a", (3, 24, 32)), ("b", (3, 24, 32)), ("g", (1, 20, 20))]:
+        write_image(folder / f"{name}.png", torch.rand(shape, generator=gen) * 2 - 1)
+    return folder
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def fast(prior: str) -> list[str]:
+    return ["--prior", prior, "--steps", "3", "--quiet"]
+
+
+def test_help_and_version():
+    result = invoke("--help")
+    assert result.exit_code == 0 and "inpaint" in result.output and "superres" in result.output
+    assert invoke("--version").output.startswith("restore ")
+    assert "--mask" in invoke("inpaint", "--help").output
+
+
+def test_inpaint_folder_with_mask_spec_writes_outputs_and_reports(images, tiny_prior, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("inpaint", images, "--mask", "random:0.5", "--out", out, *fast(tiny_prior), "--save-grid")
+    assert result.exit_code == 0, result.output
+    for name in ("a", "b", "g"):
+        restored = read_image(out / f"{name}.png")
+        assert restored.pixels.shape == read_image(images / f"{name}.png").pixels.shape
+        assert (out / f"{name}_grid.png").is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["images"]) == 3 and all(r["status"] == "ok" for r in report["images"])
+    assert report["images"][0]["sampler"] == "ddrm" and report["images"][0]["steps"] == 3
+    assert report["settings"]["seed"] == 0 and report["settings"]["mask"] == "random:0.5"
+    assert np.isfinite(report["mean"]["psnr"]) and np.isfinite(report["mean"]["ssim"])
+    csv_lines = (out / "report.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("name,status,psnr") and len(csv_lines) == 1 + 3 + 1
+
+
+def test_rerun_resumes_and_changed_settings_are_refused(images, tiny_prior, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("inpaint", images, "--mask", "box:8", "--out", out, *fast(tiny_prior)).exit_code == 0
+    stamp = (out / "a.png").stat().st_mtime_ns
+    again = invoke("inpaint", images, "--mask", "box:8", "--out", out, *fast(tiny_prior), "--json")
+    assert again.exit_code == 0
+    assert all(r["status"] == "skipped" for r in json.loads(again.stdout)["images"])
+    assert (out / "a.png").stat().st_mtime_ns == stamp
+    changed = invoke("inpaint", images, "--mask", "box:8", "--out", out, *fast(tiny_prior), "--seed", "5")
+    assert changed.exit_code == 1 and "other settings" in changed.output and "Traceback" not in changed.output
+    redo = invoke("inpaint", images, "--mask", "box:8", "--out", out, *fast(tiny_prior), "--seed", "5", "--overwrite")
+    assert redo.exit_code == 0
+
+
+def test_mask_files_matched_by_name_white_is_missing(images, tiny_prior, tmp_path):
+    masks = tmp_path / "masks"
+    for name in ("a", "b"):
+        m = -torch.ones(1, 24, 32)
+        m[:, 4:12, 4:12] = 1  # white square = missing
+        write_image(masks / f"{name}.png", m)
+    out = tmp_path / "out"
+    result = invoke("inpaint", images / "a.png", "--mask", masks, "--out", out, *fast(tiny_prior), "--json")
+    assert result.exit_code == 0, result.output
+    assert "mask:" in json.loads(result.stdout)["images"][0]["operator"]
+
+
+@pytest.mark.parametrize("command", [
+    ["deblur", "--kernel", "gaussian:5:1.0", "--simulate"],
+    ["deblur", "--kernel", "gaussian:5:1.0", "--boundary", "circular", "--simulate", "--sampler", "dps"],
+    ["superres", "--scale", "2", "--simulate"],
+    ["denoise", "--simulate", "--noise-sigma", "0.1"],
+    ["colorize", "--simulate", "--sampler", "ddnm"],
+])
+def test_image_tasks_simulate_and_report(images, tiny_prior, tmp_path, command):
+    out = tmp_path / "out"
+    result = invoke(command[0], images / "a.png", *command[1:], "--out", out, *fast(tiny_prior), "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["images"][0]
+    assert row["status"] == "ok" and np.isfinite(row["psnr"])
+    assert (out / "a_measurement.png").is_file()
+
+
+def test_num_samples_write_samples_and_uncertainty(images, tiny_prior, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("superres", images / "a.png", "--scale", "2", "--simulate", "--num-samples", "2", "--out", out,
+                    *fast(tiny_prior), "--save-progress")
+    assert result.exit_code == 0, result.output
+    for suffix in ("_sample1.png", "_sample2.png", "_std.png", "_progress.gif"):
+        assert (out / f"a{suffix}").is_file()
+
+
+def test_mri_and_ct_simulated(images, tiny_prior, tmp_path):
+    result = invoke("mri", images / "g.png", "--simulate", "--acceleration", "2", "--out", tmp_path / "m", *fast(tiny_prior), "--json")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m" / "g_measurement.npy").is_file()
+    result = invoke("ct", images / "g.png", "--simulate", "--angles", "8", "--out", tmp_path / "c", *fast(tiny_prior), "--json")
+    assert result.exit_code == 0, result.output
+
+
+def test_metrics_command(images, tmp_path):
+    result = invoke("metrics", images, images, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["mean"]["ssim"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["inpaint", "missing.png", "--mask", "box:8"], "file not found"),
+    (["deblur", "{a}", "--kernel", "wobbly:3"], "kernel"),
+    (["superres", "{a}", "--scale", "3", "--simulate"], "divid"),
+    (["inpaint", "{a}", "--mask", "{small}"], "size"),
+    (["inpaint", "{a}", "--mask", "box:8", "--prior", "nonexistent-prior"], "prior"),
+    (["inpaint", "{a}", "--mask", "box:8", "--sampler", "magic"], "unknown sampler"),
+    (["inpaint", "{bad}", "--mask", "box:8"], "cannot read image"),
+])
+def test_bad_inputs_give_one_line_and_exit_1(images, tiny_prior, tmp_path, args, message):
+    small = tmp_path / "small.png"
+    write_image(small, torch.zeros(1, 5, 5))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG garbage")
+    args = [a.format(a=images / "a.png", small=small, bad=bad) for a in args]
+    if "--prior" not in args:
+        args += ["--prior", tiny_prior]
+    result = invoke(*args, "--steps", "2", "--out", tmp_path / "o")
+    assert result.exit_code == 1, result.output
+    assert message in result.output.lower() and "Traceback" not in result.output
+
+
+def test_cuda_without_gpu_is_a_clear_error(images, tiny_prior, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = invoke("denoise", images / "a.png", "--device", "cuda", "--prior", tiny_prior, "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "no CUDA GPU" in result.output
+
+
+def test_failing_image_in_folder_is_reported_and_run_goes_on(images, tiny_prior, tmp_path):
+    (images / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    result = invoke("inpaint", images, "--mask", "box:4", "--out", out, *fast(tiny_prior), "--json")
+    assert result.exit_code == 1
+    rows = {r["name"]: r for r in json.loads((out / "report.json").read_text())["images"]}
+    assert rows["broken"]["status"] == "failed" and rows["a"]["status"] == "ok"
+
+
+def test_never_overwrites_an_input(images, tiny_prior):
+    result = invoke("inpaint", images, "--mask", "box:4", "--out", images, *fast(tiny_prior))
+    assert result.exit_code == 1 and "overwrite the input" in result.output
+
+
+def test_sample_data_is_complete():
+    names = sorted(p.stem for p in (SAMPLE / "images").glob("*.png"))
+    assert names == ["astronaut", "camera", "chelsea", "coffee", "rocket"]
+    assert sorted(p.stem for p in (SAMPLE / "masks").glob("*.png")) == names
+    for name in names:
+        assert read_image(SAMPLE / "masks" / f"{name}.png").pixels.shape[-2:] == read_image(SAMPLE / "images" / f"{name}.png").pixels.shape[-2:]
+
+
+def test_priors_commands(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTORE_CACHE", str(tmp_path))
+    result = invoke("priors", "list")
+    assert result.exit_code == 0 and "imagenet-256" in result.output
+    info = invoke("priors", "info", "imagenet-256")
+    assert info.exit_code == 0 and json.loads(info.stdout)["status"] == "missing"
+    assert invoke("priors", "info", "nope").exit_code == 1
+    assert invoke("priors", "verify").exit_code == 0
+
+
+def test_train_command_runs_and_resumes(images, tmp_path):
+    out = tmp_path / "p.safetensors"
+    args = ["train", images, "--out", out, "--steps", "2", "--channels", "32", "--crop", "16", "--batch-size", "2", "--quiet"]
+    assert invoke(*args).exit_code == 0
+    assert out.is_file() and out.with_suffix(".ckpt").is_file()
+    args[args.index("--steps") + 1] = "3"
+    assert invoke(*args).exit_code == 0
+    assert json.loads(out.with_suffix(".json").read_text())["training"]["steps"] == 3
