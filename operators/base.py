@@ -227,25 +227,31 @@ def _per_image(value: float | Tensor, like: Tensor) -> Tensor | float:
 def conjugate_gradient(normal_op, rhs: Tensor, *, tol: float = 1e-6, max_iter: int = 200) -> Tensor:
     """Solve normal_op(x) = rhs per image by conjugate gradients, from x = 0.
 
-    ``normal_op`` must be symmetric positive semi-definite (e.g. A^T A). Stops
-    when every image's residual norm is below ``tol`` times its right-hand side norm.
+    ``normal_op`` must be symmetric positive semi-definite (e.g. A^T A). Each image stops on its own
+    once its residual norm is below ``tol`` times its right-hand side norm (or its search direction
+    has no curvature left): a converged image is frozen, so a batch gives the results of its images
+    solved one by one.
     """
     x = torch.zeros_like(rhs)
     r = rhs.clone()
     p = r.clone()
     rs_old = inner(r, r)
-    stop = (tol * tol) * rs_old.clamp_min(torch.finfo(rs_old.dtype).tiny)
+    tiny = torch.finfo(rs_old.dtype).tiny
+    stop = (tol * tol) * rs_old.clamp_min(tiny)
+    done = rs_old <= stop
     shape = (-1,) + (1,) * (rhs.dim() - 1)
     for _ in range(max_iter):
-        if bool((rs_old <= stop).all()):
+        if bool(done.all()):
             break
         Ap = normal_op(p)
         pAp = inner(p, Ap)
-        alpha = torch.where(pAp > 0, rs_old / pAp.clamp_min(torch.finfo(pAp.dtype).tiny), torch.zeros_like(pAp))
+        done = done | (pAp <= 0)
+        alpha = torch.where(done, torch.zeros_like(pAp), rs_old / pAp.clamp_min(tiny))
         x = x + alpha.view(shape) * p
         r = r - alpha.view(shape) * Ap
         rs_new = inner(r, r)
-        beta = torch.where(rs_old > 0, rs_new / rs_old.clamp_min(torch.finfo(rs_old.dtype).tiny), torch.zeros_like(rs_old))
-        p = r + beta.view(shape) * p
-        rs_old = rs_new
+        beta = torch.where(done, torch.zeros_like(rs_old), rs_new / rs_old.clamp_min(tiny))
+        p = torch.where(done.view(shape), p, r + beta.view(shape) * p)
+        rs_old = torch.where(done, rs_old, rs_new)
+        done = done | (rs_old <= stop)
     return x

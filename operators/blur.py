@@ -378,9 +378,26 @@ class Blur(LinearOperator):
             return torch.fft.irfft2(spectrum, s=size)[..., kh - 1 :, kw - 1 :]
         # conv2d correlates, hence the flip; one group per (image, channel) lets every image have its kernel.
         batch, channels = padded.shape[:2]
-        weight = kernel.flip(-2, -1).expand(batch, channels, kh, kw).reshape(batch * channels, 1, kh, kw)
-        out = F.conv2d(padded.reshape(1, batch * channels, *padded.shape[-2:]), weight, groups=batch * channels)
+        out = F.conv2d(padded.reshape(1, batch * channels, *padded.shape[-2:]), self._grouped(kernel, padded), groups=batch * channels)
         return out.reshape(batch, channels, *out.shape[-2:])
+
+    def _convolve_valid_adjoint(self, y: Tensor, size: tuple[int, int]) -> Tensor:
+        """Adjoint of :meth:`_convolve_valid` for inputs of spatial ``size``: a full correlation with the kernel."""
+        kernel = self._kernel_for(y)
+        kh, kw = self.kernel_size
+        if kh * kw > FFT_MIN_TAPS:
+            embedded = F.pad(y, (kw - 1, 0, kh - 1, 0))
+            spectrum = torch.fft.rfft2(embedded) * torch.fft.rfft2(kernel, s=size).conj()
+            return torch.fft.irfft2(spectrum, s=size)
+        batch, channels = y.shape[:2]
+        out = F.conv_transpose2d(y.reshape(1, batch * channels, *y.shape[-2:]), self._grouped(kernel, y), groups=batch * channels)
+        return out.reshape(batch, channels, *size)
+
+    def _grouped(self, kernel: Tensor, x: Tensor) -> Tensor:
+        """conv2d weights (B·C, 1, kh, kw), one group per (image, channel); flipped because conv2d correlates."""
+        batch, channels = x.shape[:2]
+        kh, kw = self.kernel_size
+        return kernel.flip(-2, -1).expand(batch, channels, kh, kw).reshape(batch * channels, 1, kh, kw)
 
 
 class CircularBlur(Blur, SVDOperator):
@@ -445,11 +462,19 @@ class ReflectBlur(Blur):
 
     boundary = "reflect"
 
-    def A(self, x: Tensor) -> Tensor:
+    def _padding(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom): output pixel i sees input pixels i - (kh - 1 - kh//2) .. i + kh//2."""
         kh, kw = self.kernel_size
-        # Output pixel i sees input pixels i - (kh - 1 - kh//2) .. i + kh//2 (true convolution, centre kh // 2).
-        pad = (kw - 1 - kw // 2, kw // 2, kh - 1 - kh // 2, kh // 2)
-        return self._convolve_valid(F.pad(x, pad, mode="reflect"))
+        return (kw - 1 - kw // 2, kw // 2, kh - 1 - kh // 2, kh // 2)
+
+    def A(self, x: Tensor) -> Tensor:
+        return self._convolve_valid(F.pad(x, self._padding(), mode="reflect"))
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        left, right, top, bottom = self._padding()
+        _, h, w = self.in_shape
+        grad = self._convolve_valid_adjoint(y, (h + top + bottom, w + left + right))
+        return _fold_reflection(_fold_reflection(grad, top, bottom, dim=-2), left, right, dim=-1)
 
 
 class ValidBlur(Blur):
@@ -466,6 +491,21 @@ class ValidBlur(Blur):
 
     def A(self, x: Tensor) -> Tensor:
         return self._convolve_valid(x)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        return self._convolve_valid_adjoint(y, self.in_shape[1:])
+
+
+def _fold_reflection(padded: Tensor, before: int, after: int, dim: int) -> Tensor:
+    """Adjoint of reflect padding along ``dim``: add each padded entry back onto the pixel it mirrors."""
+    length = padded.shape[dim] - before - after
+    out = padded.narrow(dim, before, length).clone()
+    # Padded entry i < before copies pixel before - i; entry before + length + j copies pixel length - 2 - j.
+    if before:
+        out.narrow(dim, 1, before).add_(padded.narrow(dim, 0, before).flip(dim))
+    if after:
+        out.narrow(dim, length - 1 - after, after).add_(padded.narrow(dim, before + length, after).flip(dim))
+    return out
 
 
 class _RealFourierLayout:

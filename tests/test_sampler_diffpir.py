@@ -27,6 +27,16 @@ SIGMA = 0.05
 SAMPLING = DiffPIRParams(lam=7.0, zeta=1.0)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: intra-op threads only add overhead, and oversubscribe the shared CPU cores (the CG
+    tests measured 14 s with torch's default threads vs 0.7 s with one). Restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).pow(2).mean().sqrt().item()
 
@@ -157,10 +167,11 @@ def test_operators_without_svd_run_and_beat_pseudo_inverse(gaussian_problem, mak
     op = make(p.shape).double()
     assert not op.has_svd
     y = GaussianNoise(SIGMA)(op.A(p.x), generator=torch.Generator().manual_seed(1))
-    x = run(p, 8, 20, operator=op, y=y)  # 20 steps: each data step runs up to 100 CG iterations
-    assert x.dtype == torch.float64 and x.shape == (8, *p.shape)
+    x = run(p, 4, 20, operator=op, y=y)  # 20 steps: each data step runs up to 100 CG iterations
+    assert x.dtype == torch.float64 and x.shape == (4, *p.shape)
+    # measured MSE 0.0085 (blur; A⁺y: 14, noise amplified) and 0.0048 (Fourier; A⁺y: 0.019)
     mse, mse_pinv = (x - p.x).pow(2).mean().item(), (pinv(op, y) - p.x).pow(2).mean().item()
-    assert mse < mse_pinv, (make.__name__, mse, mse_pinv)
+    assert mse < 0.03 and mse < mse_pinv, (make.__name__, mse, mse_pinv)
 
 
 @pytest.mark.parametrize("spec", ["blur:gaussian:3:0.8:boundary=reflect", "mri:equispaced:2:center_lines=2"])
@@ -172,10 +183,11 @@ def test_library_operators_without_svd(gaussian_problem, spec):
     p = gaussian_problem("identity", SIGMA, shape=(1, 8, 8))
     op = operators.build(spec, p.shape).double()
     y = GaussianNoise(SIGMA)(op.A(p.x), generator=torch.Generator().manual_seed(1))
-    x = run(p, 8, 20, operator=op, y=y)  # 20 steps: each data step runs up to 100 CG iterations
-    assert x.dtype == torch.float64 and x.shape == (8, *p.shape)
+    x = run(p, 4, 20, operator=op, y=y)
+    assert x.dtype == torch.float64 and x.shape == (4, *p.shape)
+    # measured MSE 0.012 (blur; A⁺y: 20) and 0.0045 (MRI; A⁺y: 0.012)
     mse, mse_pinv = (x - p.x).pow(2).mean().item(), (pinv(op, y) - p.x).pow(2).mean().item()
-    assert mse < mse_pinv, (spec, mse, mse_pinv)
+    assert mse < 0.03 and mse < mse_pinv, (spec, mse, mse_pinv)
 
 
 class NaNDenoiser(Denoiser):

@@ -30,7 +30,9 @@ proximal weight (noiseless inpainting keeps the observed pixels to about ρ_0/(1
 relative pull toward x̂0 at λ = 1). The DDIM-style η of the official code (0 in all its configs)
 is not exposed. Complex measurements (MRI k-space) work through A_adjoint (real images); any
 operator works: SVD operators solve the data step in closed form, the others by conjugate
-gradients. One network evaluation per step, no backpropagation through the network.
+gradients, solved as the correction x̂0' = x̂0 + (AᵀA + ρ_t I)⁻¹ Aᵀ(y - A x̂0) (CG warm-started at
+x̂0: at high noise ρ_t is tiny and the system ill-conditioned, and a truncated CG then stays near
+x̂0 instead of near 0). One network evaluation per step, no backpropagation through the network.
 """
 
 from __future__ import annotations
