@@ -127,13 +127,17 @@ def references_from(reference: Path | None):
 
 
 def run_task(task: str, images: str, prepare_for, *, sampler, steps, prior, seed, num_samples, device, precision,
-             batch_size, out, overwrite, save_grid, save_progress, quiet, json_out, extra: dict) -> None:
-    """What every task command does: list inputs, load the prior, run with progress, report."""
+             batch_size, out, overwrite, save_grid, save_progress, quiet, json_out, extra: dict,
+             suffixes: tuple[str, ...] | None = None) -> None:
+    """What every task command does: list inputs, load the prior, run with progress, report.
+
+    ``suffixes``: the input file types when they are not images (k-space, sinograms).
+    """
     from restore import api, runner
-    from restore.io import list_images
+    from restore.io import IMAGE_SUFFIXES, list_images
     from restore.samplers import get_sampler
 
-    inputs = list_images(images)
+    inputs = list_images(images, suffixes or IMAGE_SUFFIXES)
     if sampler is not None:
         get_sampler(sampler)  # unknown names fail before the prior loads
     settings = api.SolveSettings(sampler, steps, prior, seed, num_samples, device, precision)
@@ -184,8 +188,6 @@ def run_with_progress(inputs, prepare, denoiser, options, lpips, quiet):
 
         def on_image_done(record) -> None:
             bars.advance(images_bar)
-            if record.status == "failed":
-                bars.console.print(f"[red]failed[/] {record.source}: {record.error}", highlight=False, soft_wrap=True)
 
         hooks = runner.Progress(on_image_start=on_image_start, on_image_done=on_image_done, on_steps=on_steps)
         records = runner.run(inputs, prepare, denoiser, options, lpips=lpips, progress=hooks)
@@ -217,6 +219,9 @@ def finish(records, out: Path, quiet: bool, json_out: bool) -> None:
         console.print(table)
         console.print(f"report: {out / 'report.csv'}, {out / 'report.json'}", highlight=False)
     if means["failed"]:
+        for r in records:
+            if r.status == "failed":
+                console.print(f"[red]failed:[/] {r.source}: {r.error}", highlight=False, soft_wrap=True)
         console.print(f"[red]{means['failed']} of {len(records)} images failed[/]")
         raise typer.Exit(1)
 
@@ -390,7 +395,7 @@ def mri(
 
     noise_sigma = default_noise(noise_sigma, simulate)
     prepare = tasks.mri(mask, acceleration, center_lines, noise_sigma, simulate, references_from(reference))
-    run_task("mri", kspace, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
+    run_task("mri", kspace, prepare, suffixes=None if simulate else (".npy", ".h5", ".hdf5"), sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
              extra={"mask": mask, "acceleration": acceleration, "center_lines": center_lines, "noise": noise_sigma, "simulate": simulate})
@@ -399,7 +404,7 @@ def mri(
 @app.command()
 @user_errors
 def ct(
-    sinogram: Annotated[str, typer.Argument(help="Sinogram .npy (detectors × angles); with --simulate, images.", show_default=False)],
+    sinogram: Annotated[str, typer.Argument(help="Sinogram .npy (angles × detectors), a folder or glob of them; with --simulate, images.", show_default=False)],
     angles: Annotated[int, typer.Option(min=1, help="Number of projection angles, evenly spaced over the arc.")] = 60,
     arc: Annotated[float, typer.Option(min=1.0, max=360.0, help="Angular range in degrees (180 = full; less = limited angle).")] = 180.0,
     size: Annotated[Optional[int], typer.Option(min=8, help="Side of the square image a measured sinogram shows (default: from the detector count).", show_default=False)] = None,
@@ -415,7 +420,7 @@ def ct(
 
     noise_sigma = noise_sigma if noise_sigma is not None else (0.005 if simulate else 0.0)
     prepare = tasks.ct(angles, arc, size, noise_sigma, simulate, references_from(reference))
-    run_task("ct", sinogram, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
+    run_task("ct", sinogram, prepare, suffixes=None if simulate else (".npy",), sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
              extra={"angles": angles, "arc": arc, "size": size, "noise": noise_sigma, "simulate": simulate})

@@ -185,39 +185,39 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
     return prepare
 
 
-def ct(angles: int, arc: float, noise_sigma: float | None, simulate_input: bool,
+def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, simulate_input: bool,
        references: Callable[[Path], Path | None]) -> Prepare:
-    """CT: a sinogram (.npy, detectors × angles), or --simulate from an image (its luminance).
+    """CT: a sinogram (.npy, angles × detectors), or --simulate from an image (its luminance).
 
-    For CT, --noise-sigma is relative to the maximum of each image's sinogram (the protocol's
-    convention: ct60 uses 0.005).
+    A measured sinogram's image is square; its side is ``size``, else the reference's, else the
+    largest side whose default detector count ⌈√2·side⌉ equals the sinogram's. For CT,
+    --noise-sigma is relative to the maximum of each image's sinogram (the protocol's ct60: 0.005).
     """
+    spec = f"ct:{angles}" + (f":arc={arc:g}" if arc != 180 else "")
+
+    def noise_for(sinogram01: Tensor):
+        sigma = (noise_sigma or 0.0) * float(sinogram01.abs().max())
+        return GaussianNoise(2 * sigma) if sigma > 0 else NoNoise()
 
     def prepare(path: Path, index: int) -> Item:
-        spec = f"ct:{angles}" + (f":arc={arc:g}" if arc != 180 else "")
         if simulate_input:
             image = read_image(path)
             x = colorize_input(image.pixels)[None]
             op = operators.build(spec, tuple(x.shape[1:]))
-            clean = op.A((x + 1) / 2)  # sinogram of the [0, 1] image: its maximum sets the noise level
-            sigma = (noise_sigma or 0.0) * float(clean.abs().max())
-            noise = GaussianNoise(2 * sigma) if sigma > 0 else NoNoise()
+            noise = noise_for(op.A((x + 1) / 2))
             y = simulate(x, op, noise, [index])
             return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, "sinogram")
-        sinogram = read_sinogram(path)
-        if sinogram.dim() == 2:
-            sinogram = sinogram[None]
+        sinogram = read_sinogram(path)  # (1, angles, detectors)
+        if sinogram.shape[1] != angles:
+            raise RestoreError(f"{path.name}: the sinogram has {sinogram.shape[1]} angles (rows), --angles says {angles}")
         ref_path = references(path)
-        if ref_path is None:
-            raise RestoreError(f"{path.name}: give the image size with --reference (a sinogram does not say it)")
-        ref = reference_for(ref_path, (1, *read_image(ref_path).pixels.shape[-2:]))
-        op = operators.build(spec, (1, *ref.shape[-2:]))
-        expected = op.A(torch.zeros((1, *op.in_shape))).shape[1:]
-        if tuple(sinogram.shape) != tuple(expected):
-            raise RestoreError(f"{path.name}: sinogram shape {tuple(sinogram.shape)} does not match {spec} for a {ref.shape[-1]}x{ref.shape[-2]} image, which gives {tuple(expected)}")
-        sigma = (noise_sigma or 0.0) * float(sinogram.abs().max())
-        noise = GaussianNoise(2 * sigma) if sigma > 0 else NoNoise()
+        detectors = sinogram.shape[2]
+        side = size or (read_image(ref_path).pixels.shape[-1] if ref_path else math.floor(detectors / math.sqrt(2)))
+        op = operators.build(spec + f":detectors={detectors}", (1, side, side))
+        ref = reference_for(ref_path, op.in_shape) if ref_path else None
+        # the sinogram of an image u in [0, 1]; the library's image is x = 2u - 1, so A x = 2 A u - A 1
         y = 2 * sinogram[None].float() - op.A(torch.ones((1, *op.in_shape)))
+        noise = noise_for(sinogram)
         return Item(index, path.stem, path, y, op, noise, ref, None, 8, "sinogram")
 
     return prepare

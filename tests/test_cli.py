@@ -141,8 +141,8 @@ def test_metrics_command(images, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["inpaint", "missing.png", "--mask", "box:8"], "file not found"),
     (["deblur", "{a}", "--kernel", "wobbly:3"], "kernel"),
-    (["superres", "{a}", "--scale", "3", "--simulate"], "divid"),
-    (["inpaint", "{a}", "--mask", "{small}"], "size"),
+    (["superres", "{a}", "--scale", "3", "--simulate"], "divisible"),
+    (["inpaint", "{a}", "--mask", "{small}"], "but the image is"),
     (["inpaint", "{a}", "--mask", "box:8", "--prior", "nonexistent-prior"], "prior"),
     (["inpaint", "{a}", "--mask", "box:8", "--sampler", "magic"], "unknown sampler"),
     (["inpaint", "{bad}", "--mask", "box:8"], "cannot read image"),
