@@ -36,10 +36,11 @@ on 256 × 256: 60·363·363·2 floats ≈ 63 MB) with a leading batch dimension 
 stacking per-image operators (:meth:`LinearOperator.stack`) concatenates it, so a
 stacked operator holds one grid per image. The forward pass runs over chunks of
 angles so that the intermediate samples stay below :data:`CHUNK_ELEMENTS` values.
-The adjoint is the autograd vector-Jacobian product of this map (the exact
-transpose, a bilinear back-projection); ``A_pinv`` is the base class's conjugate
-gradients on the normal equations, with :data:`PINV_MAX_ITER` iterations by default
-since sparse-view and limited-angle CT are ill-conditioned.
+The adjoint, a bilinear back-projection, is the exact transpose of this map: the
+input gradient of ``grid_sample`` (what autograd computes, called directly to skip
+the forward pass). ``A_pinv`` is the base class's conjugate gradients on the normal
+equations with a tighter tolerance and more iterations by default (:data:`PINV_TOL`,
+:data:`PINV_MAX_ITER`), since sparse-view and limited-angle CT are ill-conditioned.
 
 :func:`fbp` is the classical baseline, filtered back-projection (A. C. Kak and
 M. Slaney, "Principles of Computerized Tomographic Imaging", IEEE Press 1988,
@@ -67,8 +68,8 @@ DEFAULT_ARC, DEFAULT_START = 180.0, 0.0
 MAX_GRID_BYTES = 4 * 1024**3
 #: the forward pass samples at most this many values at once (per chunk of angles)
 CHUNK_ELEMENTS = 1 << 24
-#: default conjugate-gradient iterations of A_pinv (the base class default is 200)
-PINV_MAX_ITER = 500
+#: defaults of A_pinv's conjugate gradients (the base class uses 1e-6 and 200; see A_pinv)
+PINV_TOL, PINV_MAX_ITER = 1e-8, 500
 #: apodisation windows of fbp, as functions of the frequency f in cycles per bin (|f| <= 1/2)
 FILTERS = {
     "ramp": lambda f: torch.ones_like(f),
@@ -197,33 +198,71 @@ class ParallelBeamCT(LinearOperator):
             start=_number(keywords.get("start", str(DEFAULT_START)), "start"),
         )
 
-    def _check_input(self, x: Tensor) -> None:
-        """OperatorError unless x is (B, C, H, W) of this operator's shape, with B compatible with the grids held."""
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.in_shape:
-            raise OperatorError(f"ct: expected images (B, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
-        if self.grid.shape[0] not in (1, x.shape[0]):
-            raise OperatorError(f"ct: operator stacked for {self.grid.shape[0]} images applied to a batch of {x.shape[0]}")
+    def _check_batch(self, t: Tensor, shape: tuple[int, ...], what: str) -> None:
+        """OperatorError unless t is (B, *shape), with B compatible with the geometries held (1 or B)."""
+        if t.dim() != 4 or tuple(t.shape[1:]) != tuple(shape):
+            raise OperatorError(f"ct: expected {what} (B, {', '.join(map(str, shape))}), got {tuple(t.shape)}")
+        if self.grid.shape[0] not in (1, t.shape[0]):
+            raise OperatorError(f"ct: operator stacked for {self.grid.shape[0]} images applied to a batch of {t.shape[0]}")
+
+    def _chunks(self, images: int) -> list[tuple[int, int]]:
+        """(first angle, count) of chunks that keep each grid_sample call below CHUNK_ELEMENTS samples."""
+        step = max(1, CHUNK_ELEMENTS // (images * self.detectors * self.samples))
+        return [(first, min(step, self.num_angles - first)) for first in range(0, self.num_angles, step)]
+
+    def _points(self, first: int, count: int, like: Tensor) -> Tensor:
+        """The grid of angles first .. first + count - 1 as (1 or B, count·N, S, 2), in like's dtype and device."""
+        piece = self.grid[:, first : first + count].to(dtype=like.dtype, device=like.device)
+        return piece.reshape(piece.shape[0], count * self.detectors, self.samples, 2)
 
     def A(self, x: Tensor) -> Tensor:
-        self._check_input(x)
+        self._check_batch(x, self.in_shape, "images")
         batch, channels, height, width = x.shape
-        grid = self.grid.to(dtype=x.dtype, device=x.device)
-        shared = grid.shape[0] == 1
         # A shared grid samples all images at once, with the batch folded into the channels.
-        images = x.reshape(1, batch * channels, height, width) if shared else x
-        per_angle = batch * channels * self.detectors * self.samples
-        chunk = max(1, CHUNK_ELEMENTS // per_angle)
+        images = x.reshape(1, batch * channels, height, width) if self.grid.shape[0] == 1 else x
         parts = []
-        for first in range(0, self.num_angles, chunk):
-            piece = grid[:, first : first + chunk]
-            count = piece.shape[1]
-            points = piece.reshape(grid.shape[0], count * self.detectors, self.samples, 2)
+        for first, count in self._chunks(batch * channels):
+            points = self._points(first, count, x)
             sampled = F.grid_sample(images, points, mode="bilinear", padding_mode="zeros", align_corners=False)
             parts.append(sampled.sum(dim=-1).reshape(batch, channels, count, self.detectors))
         return torch.cat(parts, dim=2)
 
-    def A_pinv(self, y: Tensor, *, tol: float = 1e-6, max_iter: int = PINV_MAX_ITER) -> Tensor:
-        """A⁺ y by conjugate gradients on the normal equations (base class), PINV_MAX_ITER iterations by default."""
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        """Bilinear back-projection: the input gradient of grid_sample, i.e. the exact transpose of A.
+
+        Calling grid_sample's backward kernel directly skips the forward pass that the
+        autograd route of the base class spends; when y itself requires grad (a graph
+        through the adjoint is wanted) the base class's autograd route is used.
+        """
+        if y.requires_grad and torch.is_grad_enabled():
+            return super().A_adjoint(y)
+        self._check_batch(y, self.out_shape, "sinograms")
+        batch, channels = y.shape[:2]
+        _, height, width = self.in_shape
+        shared = self.grid.shape[0] == 1
+        shape = (1, batch * channels, height, width) if shared else (batch, channels, height, width)
+        # Only the shape and dtype of grid_sample's input matter for its input gradient.
+        template = y.new_zeros(shape)
+        x = y.new_zeros(shape)
+        for first, count in self._chunks(batch * channels):
+            # d(sum over the S samples of a ray)/d(sample) = 1: each ray's value goes to all its samples.
+            rays = y[:, :, first : first + count].reshape(shape[0], shape[1], count * self.detectors, 1)
+            grad_out = rays.expand(-1, -1, -1, self.samples)
+            points = self._points(first, count, y)
+            grad_in, _ = torch.ops.aten.grid_sampler_2d_backward(grad_out, template, points, 0, 0, False, [True, False])
+            x = x + grad_in
+        return x.reshape(batch, channels, height, width)
+
+    def A_pinv(self, y: Tensor, *, tol: float = PINV_TOL, max_iter: int = PINV_MAX_ITER) -> Tensor:
+        """A⁺ y by the base class's conjugate gradients on AᵀA x = Aᵀy, with a tighter tolerance and more iterations.
+
+        Sparse-view and limited-angle sinograms are nearly dependent (the projections of one
+        image share their mass and moments), so A has singular values down to ~1e-6 of the
+        largest: CG needs about as many iterations as A has independent rows, and a relative
+        normal-equation residual of 1e-6 can still leave 1e-4 of the sinogram unfitted.
+        Each iteration costs one A and one Aᵀ; pass a smaller max_iter for a cheaper,
+        regularised (truncated) solution.
+        """
         return super().A_pinv(y, tol=tol, max_iter=max_iter)
 
 
@@ -232,8 +271,8 @@ def ramp_filter(size: int, filter: str = "ramp", *, dtype=torch.float64, device=
 
     The ramp is the discrete Fourier transform of the band-limited ramp kernel
     h[0] = 1/4, h[n] = -1/(π n)² for odd n, 0 for even n (Kak & Slaney eq. 61),
-    which avoids the DC bias of sampling |ω| directly; it is scaled by 2 (1 at the
-    Nyquist frequency) as in scikit-image, and multiplied by the named window.
+    which avoids the DC bias of sampling |ω| directly; it is scaled by 2 (about 1 at
+    the Nyquist frequency) as in scikit-image, and multiplied by the named window.
     """
     if filter not in FILTERS:
         raise OperatorError(f"fbp: unknown filter '{filter}'; known: {', '.join(FILTERS)}")

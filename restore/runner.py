@@ -207,7 +207,7 @@ def restore_batch(items: list[Item], denoiser, options: RunOptions, settings: di
     seconds = (time.time() - start) / len(items)
     records = []
     for b, item in enumerate(items):
-        restoration = result.mean[b].float().cpu()
+        restoration = result.mean[b].float().cpu().clamp(-1, 1)  # what the saved image holds
         record = Record(
             item.name, str(item.source), "ok", seconds=round(seconds, 3), nfe=nfe,
             operator=item.operator.spec, sampler=run_settings.sampler, steps=run_settings.steps,

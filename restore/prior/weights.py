@@ -113,3 +113,9 @@ def check_state_dict(net: nn.Module, state: dict[str, torch.Tensor], path: Path)
         if wrong:
             parts.append(f"{len(wrong)} of another shape (e.g. {wrong[0]})")
         raise RestoreError(f"weights {path} do not match the network config: " + "; ".join(parts))
+
+
+def save_half_precision(src: Path, dst: Path) -> None:
+    """Copy a saved prior as fp16 weights (how the embedded default is shipped), keeping its config and record."""
+    net, info = load_network(src)
+    save_prior(net, dst, schedule=info.get("schedule", "linear"), training=info.get("training"), dtype=torch.float16)
