@@ -17,7 +17,7 @@ CASES: dict[str, list[str]] = {
     "color": ["identity", "gray"],
     "mri": ["mri:equispaced:4:center=4", "mri:random:4:seed=1", "mri:poisson:3:seed=2", "mri:radial:8",
             "mri:equispaced:2:center=2:complex=1"],
-    "ct": ["ct:6", "ct:6:arc=120:detectors=40:start=15"],
+    "ct": ["ct:4", "ct:6:arc=120:detectors=40:start=15"],
 }
 SPECS = [spec for specs in CASES.values() for spec in specs]
 SHAPES = [(3, 37, 53), (1, 32, 32)]

@@ -64,6 +64,12 @@ PRIORS: dict[str, PriorEntry] = {
             citation="trained with `restore train` on BSDS500 (Arbelaez et al., TPAMI 2011)",
         ),
         PriorEntry(
+            "patch-gmm", "mixture of low-rank Gaussians over 8×8 RGB patches, exact patch posterior means (embedded; any size)",
+            "patch_gmm.safetensors",
+            citation="EPLL's patch GMM (Zoran & Weiss, ICCV 2011); Wang et al. 2024, Diffusion Models Learn Low-Dimensional "
+                     "Distributions via Subspace Clustering; fitted with `python -m restore.prior.patch_gmm fit` on BSDS500",
+        ),
+        PriorEntry(
             "ffhq-256", "ADM UNet on FFHQ 256×256 faces, the prior of DPS (93.6 M parameters)", "ffhq_10m.pt",
             page="https://drive.google.com/drive/folders/1jElnRoFv7b31fG0v6pTSQkelbSX3xGZh",
             unet=dict(_ADM_256, num_channels=128, num_res_blocks=1, attention_resolutions="16"),
@@ -187,6 +193,10 @@ def load_prior(name_or_path: str = "default", *, device: str | torch.device = "c
         from restore.prior.diffusers_import import load_diffusers_unet
 
         return load_diffusers_unet(path, device=device, precision=precision)
+    if info is None and path.suffix == ".safetensors" and (read_info(path) or {}).get("kind") == "patch_gmm":
+        from restore.prior.patch_gmm import PatchGMMDenoiser
+
+        return PatchGMMDenoiser.load(path, device)
     config = info["unet"] if info else None
     net, saved = load_network(path, config)
     schedule = (info or saved).get("schedule", "linear")
