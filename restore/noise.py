@@ -51,10 +51,9 @@ class GaussianNoise:
     def __call__(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if y.is_complex():
             part = torch.view_as_real(y)
-            noise = torch.randn(part.shape, generator=generator, device=y.device, dtype=part.dtype)
+            noise = _randn(part.shape, generator, like=part)
             return torch.view_as_complex((part + noise * (self.sigma / 2**0.5)).contiguous())
-        noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-        return y + self.sigma * noise
+        return y + self.sigma * _randn(y.shape, generator, like=y)
 
 
 @dataclass(frozen=True)
@@ -84,8 +83,15 @@ class PoissonNoise:
         if y.is_complex():
             raise RestoreError("Poisson noise applies to real, non-negative measurements, not complex ones")
         intensity = ((y + 1) / 2).clamp_min(0)
-        counts = torch.poisson(intensity * self.rate, generator=generator)
+        device = generator.device if generator is not None else y.device
+        counts = torch.poisson((intensity * self.rate).to(device), generator=generator).to(y.device)
         return counts / self.rate * 2 - 1
+
+
+def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """Noise drawn on the generator's device (so a CPU seed gives the same noise on any device), then moved."""
+    device = generator.device if generator is not None else like.device
+    return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 
 NoiseModel = NoNoise | GaussianNoise | PoissonNoise

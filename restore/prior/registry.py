@@ -217,7 +217,7 @@ def describe(name: str) -> dict:
     if path.is_file():
         saved = read_info(path) if path.suffix == ".safetensors" else None
         info["size_mb"] = round(path.stat().st_size / 1e6, 1)
-        info["config"] = (saved or {}).get("unet", entry.unet)
+        info["config"] = saved if (saved or {}).get("kind") == "patch_gmm" else (saved or {}).get("unet", entry.unet)
         if saved and saved.get("training"):
             info["training"] = {k: v for k, v in saved["training"].items() if k != "train_config"}
     else:

@@ -32,13 +32,13 @@ class TrainConfig:
     """Everything that decides a training run (saved in the checkpoint and beside the weights)."""
 
     unet: dict = field(default_factory=lambda: UNetConfig(
-        image_size=64, num_channels=64, channel_mult="1,2,2,2", num_res_blocks=1,
+        image_size=64, num_channels=32, channel_mult="1,2,3,4", num_res_blocks=1,
         attention_resolutions="", resblock_updown=True, learn_sigma=False,
     ).to_dict())
     schedule: str = "linear"
     crop: int = 64
     batch_size: int = 16
-    lr: float = 2e-4
+    lr: float = 3e-4
     warmup_steps: int = 500
     ema_decay: float = 0.999
     #: fraction of timesteps drawn uniformly from the low-noise range [0, low_t_max) instead of [0, T)
