@@ -60,10 +60,24 @@ def read_image(path: str | Path) -> Image:
     if not path.is_file():
         raise RestoreError(f"file not found: {path}")
     try:
-        array = np.asarray(iio.imread(path))
+        array = _read_png16(path) if _is_png16(path) else np.asarray(iio.imread(path))
     except Exception as err:  # imageio raises many exception types for bad files
         raise RestoreError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     return image_from_array(array, str(path))
+
+
+def _is_png16(path: Path) -> bool:
+    """A 16-bit PNG (bit depth byte of the IHDR chunk): Pillow would read its colour forms as 8-bit."""
+    with open(path, "rb") as handle:
+        header = handle.read(25)
+    return header[:8] == b"\x89PNG\r\n\x1a\n" and len(header) == 25 and header[24] == 16
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    import png  # pypng: reads and writes every PNG form at full bit depth
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    return np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, info["planes"])
 
 
 def image_from_array(array: np.ndarray, name: str = "array") -> Image:
@@ -129,6 +143,13 @@ def write_image(path: str | Path, pixels: Tensor, *, alpha: Tensor | None = None
         bit_depth = 8
         alpha = None if suffix != ".bmp" else alpha
     array = to_array(pixels, alpha, bit_depth)
+    if suffix == ".png" and bit_depth == 16 and array.ndim == 3:  # Pillow cannot write 16-bit colour PNGs
+        import png
+
+        planes = array.shape[2]
+        writer = png.Writer(array.shape[1], array.shape[0], bitdepth=16, greyscale=planes < 3, alpha=planes in (2, 4))
+        atomic_write(path, lambda f: writer.write(f, array.reshape(array.shape[0], -1)))
+        return
     extension = ".tif" if suffix == ".tiff" else suffix
     atomic_write(path, lambda f: f.write(iio.imwrite("<bytes>", array, extension=extension)))
 

@@ -207,3 +207,50 @@ def test_train_command_runs_and_resumes(images, tmp_path):
     args[args.index("--steps") + 1] = "3"
     assert invoke(*args).exit_code == 0
     assert json.loads(out.with_suffix(".json").read_text())["training"]["steps"] == 3
+
+
+def test_readme_job_on_sample_data_with_masks_matched_by_name(tiny_prior, tmp_path):
+    """The quick start's command (on two of the sample images, with the tiny prior and few steps)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("camera", "rocket"):  # one grayscale, one colour
+        shutil.copy(SAMPLE / "images" / f"{name}.png", images)
+    out = tmp_path / "restored"
+    result = invoke("inpaint", images, "--mask", SAMPLE / "masks", "--out", out, *fast(tiny_prior), "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["images"]
+    assert [r["name"] for r in rows] == ["camera", "rocket"] and all(r["status"] == "ok" for r in rows)
+    for name in ("camera", "rocket"):
+        restored = read_image(out / f"{name}.png").pixels
+        original = read_image(SAMPLE / "images" / f"{name}.png").pixels
+        missing = read_image(SAMPLE / "masks" / f"{name}.png").pixels[0] > 0
+        assert restored.shape == original.shape
+        # noiseless DDRM keeps every observed pixel (up to 8-bit rounding)
+        assert (restored - original)[:, ~missing].abs().max() <= 2 / 255 + 1e-6
+
+
+def test_rgba_16_bit_input_keeps_alpha_and_depth(tiny_prior, tmp_path):
+    from restore.io import image_from_array, to_array
+
+    rgba = (np.random.default_rng(0).random((24, 32, 4)) * 65535).astype(np.uint16)
+    given = image_from_array(rgba)
+    write_image(tmp_path / "x.png", given.pixels, alpha=given.alpha, bit_depth=16)
+    out = tmp_path / "out"
+    result = invoke("denoise", tmp_path / "x.png", "--noise-sigma", "0.05", "--out", out, *fast(tiny_prior))
+    assert result.exit_code == 0, result.output
+    restored = read_image(out / "x.png")
+    assert restored.bit_depth == 16 and restored.pixels.shape == (3, 24, 32)
+    assert np.array_equal(to_array(restored.pixels, restored.alpha, 16)[..., 3], rgba[..., 3])
+
+
+def test_reference_folder_gives_metrics_for_real_measurements(images, tiny_prior, tmp_path):
+    """A real (not simulated) low-resolution input, with the ground truth given by --reference."""
+    import operators
+
+    low = tmp_path / "low"
+    x = read_image(images / "a.png").pixels[None]
+    write_image(low / "a.png", operators.build("bicubic:2", (3, 24, 32)).A(x)[0].clamp(-1, 1))
+    result = invoke("superres", low, "--scale", "2", "--reference", images, "--out", tmp_path / "o", *fast(tiny_prior), "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["images"][0]
+    assert np.isfinite(row["psnr"]) and read_image(tmp_path / "o" / "a.png").pixels.shape == (3, 24, 32)

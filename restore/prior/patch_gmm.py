@@ -193,7 +193,7 @@ class PatchGMMDenoiser(Denoiser):
         return out[..., :height, :width].contiguous()
 
     def forward(self, x_t: Tensor, t: Tensor | float) -> Tensor:
-        ab = self.alpha_bar(t, x_t).reshape(-1).double()
+        ab = self.alpha_bar(t, torch.empty(1, dtype=torch.float64, device=x_t.device)).reshape(-1)  # σ² in float64
         a = ab.sqrt().to(x_t.dtype).reshape(-1, 1, 1, 1)
         return self.denoise_image(x_t / a, ((1 - ab) / ab).expand(x_t.shape[0]))
 
