@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +91,7 @@ def baseline(task: Task, p: Problem) -> torch.Tensor:
     if task.name == "sr4":
         return operators.resize.bicubic_upsample(p.y, 4)
     if task.name in ("gblur", "mblur"):
-        return operators.blur.wiener_deconvolve(p.y, p.operator, WIENER_BALANCE)
+        return operators.blur.wiener_deconvolve(p.y, p.operator, WIENER_BALANCE[task.name])
     if task.name in ("box", "random70"):
         missing = (p.operator.singular_values().reshape(p.x.shape) == 0)[0, 0].numpy()
         unit = ((p.y[0] + 1) / 2).permute(1, 2, 0).double().numpy()
@@ -114,7 +113,7 @@ def baseline(task: Task, p: Problem) -> torch.Tensor:
 
 
 #: Wiener regularisation and TV weight, tuned on training images (benchmarks/tune_baselines.py)
-WIENER_BALANCE = 0.01
+WIENER_BALANCE = {"gblur": 0.03, "mblur": 0.1}
 TV_WEIGHT = 0.08
 
 
@@ -144,7 +143,8 @@ def main() -> None:
     parser.add_argument("--images", default="../shared/datasets/bsds500/test")
     parser.add_argument("--limit", type=int, default=5)
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--samplers", default="ddrm,diffpir")
+    parser.add_argument("--samplers", default="ddrm,diffpir",
+                        help="comma-separated; NAME:STEPS overrides that sampler's default steps (e.g. dps:100)")
     parser.add_argument("--steps", type=int, default=None, help="override every sampler's default steps")
     parser.add_argument("--baselines", action="store_true", help="also run the classical baselines")
     parser.add_argument("--prior", default="default")
@@ -158,6 +158,7 @@ def main() -> None:
     files = list_images(args.images)[: args.limit]
     tasks = [TASKS[name] for name in args.tasks.split(",")]
     samplers = [s for s in args.samplers.split(",") if s]
+    step_override = {name: int(steps) for name, _, steps in (s.partition(":") for s in samplers) if steps}
     rows: list[dict] = []
     for task in tasks:
         for index, path in enumerate(files):
@@ -169,11 +170,12 @@ def main() -> None:
                 if method == "baseline":
                     x_hat, nfe = baseline(task, p), 0
                 else:
-                    info = get_sampler(method)
+                    name = method.partition(":")[0]
+                    info = get_sampler(name)
                     if info.needs_svd and not p.operator.has_svd:
                         continue
-                    defaults = defaults_for(method, task.cli_task)
-                    steps = args.steps or defaults.steps
+                    defaults = defaults_for(name, task.cli_task)
+                    steps = step_override.get(name) or args.steps or defaults.steps
                     with torch.no_grad() if not info.backprop_network else torch.enable_grad():
                         result = draw_samples(info.run, denoiser, p.operator, p.y, noise=p.noise, steps=steps,
                                               generator=generators(SolveSettings().seed, [index]), params=defaults.params)

@@ -3,7 +3,7 @@
     python benchmarks/tune_baselines.py --images ../shared/datasets/bsds500/train --limit 8
 
 Prints mean PSNR per candidate value for gblur, mblur (Wiener) and denoise (TV); copy the best into
-benchmarks/protocol.py (WIENER_BALANCE, TV_WEIGHT). Training images only: the validation split stays unseen.
+benchmarks/protocol.py (WIENER_BALANCE per task, TV_WEIGHT). Training images only: the validation split stays unseen.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=8)
     args = parser.parse_args()
     files = list_images(args.images)[: args.limit]
-    grids = {"gblur": [0.001, 0.003, 0.01, 0.03, 0.1], "mblur": [0.001, 0.003, 0.01, 0.03, 0.1],
+    grids = {"gblur": [0.003, 0.01, 0.03, 0.1], "mblur": [0.01, 0.03, 0.1, 0.3],
              "denoise": [0.04, 0.06, 0.08, 0.1, 0.12, 0.15]}
     for task_name, values in grids.items():
         task = protocol.TASKS[task_name]
@@ -32,7 +32,7 @@ def main() -> None:
             if task_name == "denoise":
                 protocol.TV_WEIGHT = value
             else:
-                protocol.WIENER_BALANCE = value
+                protocol.WIENER_BALANCE[task_name] = value
             scores = [protocol.score(protocol.baseline(task, p), p.x)[0] for p in problems]
             print(f"{task_name:8} {value:<6g} PSNR {sum(scores) / len(scores):.2f}")
 
