@@ -3,7 +3,7 @@
     import restore.api as api
     denoiser = api.load_denoiser("default")
     op = operators.build("random:0.7:seed=0", (3, 256, 256))
-    y = api.simulate(x, op, GaussianNoise(0.05), seed=0)
+    y = api.simulate(x, op, GaussianNoise(0.05), seeds=0)
     result = api.solve(denoiser, op, y, task="inpaint", noise=GaussianNoise(0.05))
 
 Images are (B, C, H, W) tensors in [-1, 1]; see restore.io for files.

@@ -7,6 +7,7 @@ operator that produced it (built for that image's size), and the ground truth wh
 
 from __future__ import annotations
 
+import glob
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,10 +80,11 @@ def inpaint(mask: str, noise_sigma: float | None, references: Callable[[Path], P
         image = read_image(path)
         shape = tuple(image.pixels.shape)
         mask_path = Path(mask)
-        if mask_path.is_dir():
-            candidates = sorted(p for p in mask_path.iterdir() if p.stem == path.stem and p.is_file())
+        if mask_path.is_dir() or glob.has_magic(mask):
+            pool = mask_path.iterdir() if mask_path.is_dir() else map(Path, glob.glob(mask))
+            candidates = sorted(p for p in pool if p.stem == path.stem and p.is_file())
             if not candidates:
-                raise RestoreError(f"no mask named {path.stem}.* in {mask_path} for {path.name}")
+                raise RestoreError(f"no mask named {path.stem}.* in {mask} for {path.name}")
             mask_path = candidates[0]
         if mask_path.is_file():
             spec = f"mask:{mask_path}" + (":invert=1" if invert else "")

@@ -254,3 +254,31 @@ def test_reference_folder_gives_metrics_for_real_measurements(images, tiny_prior
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["images"][0]
     assert np.isfinite(row["psnr"]) and read_image(tmp_path / "o" / "a.png").pixels.shape == (3, 24, 32)
+
+
+def test_measured_kspace_and_sinogram_files(images, tiny_prior, tmp_path):
+    import operators
+
+    x = read_image(images / "g.png").pixels[None]  # (1, 1, 20, 20)
+    mri = operators.build("mri:equispaced:2:center_lines=4", (1, 20, 20))
+    kspace = mri.A((x + 1) / 2)[0].numpy()  # k-space of the [0, 1] image, as a scanner would give it
+    np.save(tmp_path / "scan.npy", kspace)
+    result = invoke("mri", tmp_path / "scan.npy", "--reference", images / "g.png", "--out", tmp_path / "m",
+                    *fast(tiny_prior), "--json")
+    assert result.exit_code == 0, result.output
+    assert np.isfinite(json.loads(result.stdout)["images"][0]["psnr"])
+    ct = operators.build("ct:8", (1, 20, 20))
+    np.save(tmp_path / "sino.npy", ct.A((x + 1) / 2)[0, 0].numpy())  # (angles, detectors)
+    result = invoke("ct", tmp_path / "sino.npy", "--angles", "8", "--size", "20", "--out", tmp_path / "c", *fast(tiny_prior), "--json")
+    assert result.exit_code == 0, result.output
+    assert read_image(tmp_path / "c" / "sino.png").pixels.shape == (1, 20, 20)
+    wrong = invoke("ct", tmp_path / "sino.npy", "--angles", "9", "--out", tmp_path / "c2", *fast(tiny_prior))
+    assert wrong.exit_code == 1 and "angles" in wrong.output
+
+
+def test_mask_glob_matched_by_name(images, tiny_prior, tmp_path):
+    masks = tmp_path / "masks"
+    write_image(masks / "a_mask_unused.png", torch.ones(1, 24, 32))
+    write_image(masks / "a.png", -torch.ones(1, 24, 32))
+    result = invoke("inpaint", images / "a.png", "--mask", str(masks / "*.png"), "--out", tmp_path / "o", *fast(tiny_prior))
+    assert result.exit_code == 0, result.output
