@@ -226,3 +226,32 @@ def test_download_resumes_and_verifies(tmp_path, monkeypatch):
         assert not (tmp_path / "b.pt").exists()
     finally:
         server.shutdown()
+
+
+class _GrayGaussianRGBNet(torch.nn.Module):
+    """ε-network of the exact RGB denoiser for gray images (g, g, g), g ~ N(0, s²) per pixel."""
+
+    def __init__(self, schedule: UNetDenoiser, s: float) -> None:
+        super().__init__()
+        self.schedule, self.s = schedule, s
+        self.config = UNetConfig(channel_mult="1", learn_sigma=False)
+
+    def forward(self, z, timesteps):
+        ab = self.schedule.alpha_bar(timesteps.double(), z.double()).to(z.dtype)
+        lum = z.mean(dim=1, keepdim=True)  # the luminance coordinate (per channel)
+        # E[g | lum] for lum = sqrt(ab) g + noise of variance (1 - ab) / 3
+        g = ab.sqrt() * self.s**2 * lum / (ab * self.s**2 + (1 - ab) / 3)
+        return (z - ab.sqrt() * g) / (1 - ab).sqrt()
+
+
+def test_grayscale_through_the_rgb_prior_is_the_exact_gray_posterior_mean():
+    """One noisy gray channel counts as three channels at 3× the variance: exact for a gray Gaussian prior."""
+    schedule = UNetDenoiser(tiny_net(), make_betas("linear"))
+    s = 0.5
+    denoiser = UNetDenoiser(_GrayGaussianRGBNet(schedule, s), make_betas("linear"), channels_last=False)
+    x_t = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    for t in (30.0, 400.0):
+        ab = float(denoiser.alpha_bar(t, x_t).reshape(-1)[0])
+        exact = ab**0.5 * s**2 * x_t / (ab * s**2 + 1 - ab)
+        assert torch.allclose(denoiser(x_t, t), exact, atol=1e-6)
+    assert torch.equal(denoiser(x_t, 30.0)[1:], denoiser(x_t[1:], 30.0))  # batch = one by one

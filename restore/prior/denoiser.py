@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from restore.prior.schedule import sigma_from_alpha_bar
+from restore.prior.schedule import sigma_from_alpha_bar, timestep_for_sigma
 from restore.prior.unet import UNetModel
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -90,13 +90,16 @@ class UNetDenoiser(Denoiser):
         return torch.autocast(device.type, dtype=PRECISIONS[self.precision])
 
     def _network(self, x_t: Tensor, t: Tensor | float) -> Tensor:
-        """Raw network output at the input's size, channels and dtype."""
-        batch, channels, height, width = x_t.shape
-        gray = channels == 1
-        if gray:  # grayscale through an RGB prior: replicate, then average the prediction
-            x_t = x_t.expand(-1, 3, -1, -1)
-        elif channels != 3:
+        """Raw network output (ε̂, and v when learned) at the input's size and dtype, for 1 or 3 channels."""
+        channels = x_t.shape[1]
+        if channels == 1:
+            return self._gray(x_t, t)
+        if channels != 3:
             raise ValueError(f"the prior takes 1 or 3 channels, got {channels}")
+        return self._rgb(x_t, t)
+
+    def _rgb(self, x_t: Tensor, t: Tensor | float) -> Tensor:
+        batch, _, height, width = x_t.shape
         multiple = self.net.config.size_multiple
         pad_h, pad_w = -height % multiple, -width % multiple
         x_in = x_t
@@ -108,11 +111,32 @@ class UNetDenoiser(Denoiser):
         timesteps = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1).expand(batch)
         with self._autocast(x_t.device):
             out = self.net(x_in, timesteps)
-        out = out[..., :height, :width].to(x_t.dtype)
-        if gray:
-            halves = out.shape[1] // 3
-            out = out.reshape(batch, halves, 3, height, width).mean(dim=2)
-        return out.contiguous()
+        return out[..., :height, :width].to(x_t.dtype).contiguous()
+
+    def _gray(self, x_t: Tensor, t: Tensor | float) -> Tensor:
+        """A grayscale x_t through the RGB prior, as the gray image (x0, x0, x0) measured in one channel.
+
+        Replicating x_t would put the same noise in all three channels — √3 times the noise the
+        network expects along the luminance direction. Instead, one noisy channel is worth three at
+        3× the variance: the RGB input is z = sqrt(ᾱ'/ᾱ) x_t in every channel plus fresh noise in the
+        two chroma directions, at the timestep t' with σ_t' = √3 σ_t (ᾱ' = ᾱ / (3 - 2ᾱ)). Then the
+        gray x̂0 is the channel mean of the RGB x̂0. The chroma noise is seeded from t, so the
+        denoiser stays deterministic and a batch equals its images one by one.
+        """
+        batch, _, height, width = x_t.shape
+        ab = self.alpha_bar(t, x_t).expand(batch, 1, 1, 1)
+        ab3 = ab / (3 - 2 * ab)
+        t3 = timestep_for_sigma(self.alphas_cumprod, sigma_from_alpha_bar(ab3.reshape(-1).double()))
+        seed = int(float(torch.as_tensor(t, dtype=torch.float64).reshape(-1)[0]) * 1000) + 12345
+        noise = torch.randn((3, height, width), generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+        chroma = (noise - noise.mean(dim=0, keepdim=True)).to(device=x_t.device, dtype=x_t.dtype)
+        z = (ab3 / ab).sqrt() * x_t.expand(-1, 3, -1, -1) + (1 - ab3).sqrt() * chroma
+        out = self._rgb(z, t3.to(torch.float32))
+        x0 = ((z - (1 - ab3).sqrt() * out[:, :3]) / ab3.sqrt()).mean(dim=1, keepdim=True)
+        eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+        if out.shape[1] > 3:  # learned variance: the channel mean of v (an approximation at t')
+            return torch.cat([eps, out[:, 3:].mean(dim=1, keepdim=True)], dim=1)
+        return eps
 
     def eps(self, x_t: Tensor, t: Tensor | float) -> Tensor:
         out = self._network(x_t, t)
