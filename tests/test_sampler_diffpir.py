@@ -24,7 +24,7 @@ from restore.samplers.defaults import defaults_for
 from restore.samplers.diffpir import DiffPIRParams, diffpir, quad_timesteps
 
 SIGMA = 0.05
-SAMPLING = DiffPIRParams(lam=7.0, zeta=1.0)
+SAMPLING = DiffPIRParams(clip_x0=False, lam=7.0, zeta=1.0)
 
 
 @pytest.fixture(autouse=True)
@@ -113,10 +113,10 @@ def test_default_parameters_mean(gaussian_problem):
 
 @pytest.mark.parametrize("params, steps, tol", [
     # official inpainting setting (λ = 1, ζ = 1, 20 steps): measured max error 3e-4
-    (DiffPIRParams(lam=1.0, zeta=1.0), 20, 0.005),
+    (DiffPIRParams(clip_x0=False, lam=1.0, zeta=1.0), 20, 0.005),
     # defaults (λ = 7, ζ = 0.3, 100 steps): measured 0.0019; uniform grid 0.0019
-    (DiffPIRParams(), 100, 0.01),
-    (DiffPIRParams(skip="uniform"), 100, 0.01),
+    (DiffPIRParams(clip_x0=False), 100, 0.01),
+    (DiffPIRParams(clip_x0=False, skip="uniform"), 100, 0.01),
 ])
 def test_noiseless_inpainting_keeps_observed_pixels(gaussian_problem, params, steps, tol):
     p = gaussian_problem("random:0.5:seed=1", SIGMA)
@@ -155,7 +155,7 @@ def test_beats_pseudo_inverse(gaussian_problem):
     # measured MSE / MSE(A⁺y): 0.28 (defaults), 0.15 (λ = 1, ζ = 1) on the random mask
     p = gaussian_problem("random:0.5:seed=1", SIGMA)
     mse_pinv = (pinv(p.operator, p.y) - p.x).pow(2).mean().item()
-    for params in (DiffPIRParams(), DiffPIRParams(lam=1.0, zeta=1.0)):
+    for params in (DiffPIRParams(clip_x0=False), DiffPIRParams(clip_x0=False, lam=1.0, zeta=1.0)):
         x = run(p, 64, 100, params=params)
         mse = (x - p.x).pow(2).mean().item()
         assert mse < 0.5 * mse_pinv, (params, mse, mse_pinv)
@@ -226,11 +226,11 @@ def test_timestep_grids(gaussian_problem):
                 generator=torch.Generator().manual_seed(0), callback=lambda info: seen.append(info["t"]))
         return list(seen)
 
-    assert record(DiffPIRParams(), 100) == quad
-    assert record(DiffPIRParams(skip="uniform"), 10) == respaced_timesteps(1000, 10).tolist()
-    assert record(DiffPIRParams(), 1) == [999]
+    assert record(DiffPIRParams(clip_x0=False), 100) == quad
+    assert record(DiffPIRParams(clip_x0=False, skip="uniform"), 10) == respaced_timesteps(1000, 10).tolist()
+    assert record(DiffPIRParams(clip_x0=False), 1) == [999]
     with pytest.raises(RestoreError, match="repeats timesteps"):
-        record(DiffPIRParams(), 900)
+        record(DiffPIRParams(clip_x0=False), 900)
 
 
 def test_callback_defaults_and_registry(gaussian_problem):
@@ -240,7 +240,7 @@ def test_callback_defaults_and_registry(gaussian_problem):
             callback=lambda info: seen.append((info["step"], info["total"], info["t"], info["x"].shape, info["x0"].shape)))
     assert [s[0] for s in seen] == list(range(7)) and all(s[1] == 7 for s in seen)
     assert seen[0][2] == 999 and seen[-1][2] == 0 and seen[0][3] == seen[0][4] == (1, *p.shape)
-    assert DiffPIRParams().lam == 7.0 and DiffPIRParams().zeta == 0.3
+    assert DiffPIRParams(clip_x0=False).lam == 7.0 and DiffPIRParams(clip_x0=False).zeta == 0.3
     info = diffpir_module.INFO
     assert info.name == "diffpir" and not info.backprop_network and not info.needs_svd and info.nfe(100) == 100
     for task in TASKS:
@@ -253,11 +253,11 @@ def test_bad_parameters(gaussian_problem):
     p = gaussian_problem("random:0.5:seed=1", SIGMA)
     for lam in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(RestoreError, match="lam"):
-            run(p, 1, 5, params=DiffPIRParams(lam=lam))
+            run(p, 1, 5, params=DiffPIRParams(clip_x0=False, lam=lam))
     for zeta in (-0.1, 1.5, float("nan")):
         with pytest.raises(RestoreError, match="zeta"):
-            run(p, 1, 5, params=DiffPIRParams(zeta=zeta))
+            run(p, 1, 5, params=DiffPIRParams(clip_x0=False, zeta=zeta))
     with pytest.raises(RestoreError, match="skip"):
-        run(p, 1, 5, params=DiffPIRParams(skip="cubic"))
+        run(p, 1, 5, params=DiffPIRParams(clip_x0=False, skip="cubic"))
     with pytest.raises(RestoreError, match="steps"):
         run(p, 1, 0)

@@ -65,6 +65,11 @@ class DiffPIRParams:
     #: conjugate-gradient tolerance and iterations of the data step (operators without an SVD)
     cg_tol: float = 1e-6
     cg_max_iter: int = 100
+    #: clip x̂0 after the data step to the image range [-1, 1]. Early data steps (tiny ρ) amplify the
+    #: measurement noise at weakly observed frequencies by up to σ_y / (2 sqrt(ρ)); unclipped, that
+    #: feeds back through the next steps (measured: 6 dB instead of 29 dB on gblur with 20 steps).
+    #: Off only for priors that live outside the image range (the Gaussian toy problems of the tests).
+    clip_x0: bool = True
 
 
 def quad_timesteps(num_train_steps: int, steps: int) -> list[int]:
@@ -122,6 +127,8 @@ def diffpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
         rhs = operator.A_adjoint(y - operator.A(x0))
         delta = operator.solve_normal(rhs.real if rhs.is_complex() else rhs, rho, tol=p.cg_tol, max_iter=p.cg_max_iter)
         x0 = x0 + (delta.real if delta.is_complex() else delta).reshape(shape)
+        if p.clip_x0:
+            x0 = x0.clamp(-1, 1)
 
         eps_hat = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         if i < steps - 1:
