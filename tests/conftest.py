@@ -58,3 +58,13 @@ def make_gaussian_problem(operator_spec: str, sigma: float, shape=(1, 6, 6), see
 def gaussian_problem():
     """Factory: ``gaussian_problem("random:0.5:seed=1", sigma=0.05)``."""
     return make_gaussian_problem
+
+
+@pytest.fixture
+def one_thread():
+    """For tests on tiny tensors: intra-op threads only add overhead and oversubscribe shared cores
+    (CG tests measured 14 s with torch's default threads vs 0.7 s with one). Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,17 +21,9 @@ from restore.prior.gaussian import dense_matrix, gaussian_posterior
 from restore.samplers import ddnm as ddnm_module
 from restore.samplers.base import draw_samples
 from restore.samplers.ddnm import DDNMParams, ddnm, ddnm_nfe, effective_singular_value, travel_schedule
+from sampler_helpers import pinv, rms
 
 SIGMA = 0.05
-
-
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).pow(2).mean().sqrt().item()
-
-
-def pinv(operator, y) -> torch.Tensor:
-    x = operator.A_pinv(y)
-    return x.real if x.is_complex() else x
 
 
 def run(p, k: int, steps: int = 100, seed: int = 0, sigma: float = SIGMA, y=None, operator=None, params=None,

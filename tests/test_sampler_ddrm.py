@@ -21,12 +21,9 @@ from restore.prior.gaussian import dense_matrix, gaussian_posterior
 from restore.samplers import ddrm as ddrm_module
 from restore.samplers.base import draw_samples
 from restore.samplers.ddrm import DDRMParams, ddrm
+from sampler_helpers import rms
 
 SIGMA = 0.05
-
-
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).pow(2).mean().sqrt().item()
 
 
 def run(p, k: int, steps: int = 20, seed: int = 0, sigma: float = SIGMA, y=None, operator=None, params=None,

@@ -21,27 +21,12 @@ from restore.samplers import pigdm as pigdm_module
 from restore.samplers.base import draw_samples
 from restore.samplers.defaults import defaults_for
 from restore.samplers.pigdm import PiGDMParams, pigdm
+from sampler_helpers import pinv, rms
 
 SIGMA = 0.05
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead, and oversubscribe the shared CPU cores (the CG
-    tests measured 14 s with torch's default threads vs 0.7 s with one). Restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).pow(2).mean().sqrt().item()
-
-
-def pinv(operator, y) -> torch.Tensor:
-    x = operator.A_pinv(y)
-    return x.real if x.is_complex() else x
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(p, k: int, steps: int, params=None, seed: int = 0, noise=None, y=None, operator=None, denoiser=None,
