@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from operators import REGISTRY, LinearOperator
+from operators import REGISTRY
 from restore.errors import NumericalError, RestoreError
 from restore.noise import GaussianNoise, NoNoise
 from restore.prior.denoiser import Denoiser
@@ -21,7 +20,7 @@ from restore.samplers import pigdm as pigdm_module
 from restore.samplers.base import draw_samples
 from restore.samplers.defaults import defaults_for
 from restore.samplers.pigdm import PiGDMParams, pigdm
-from sampler_helpers import pinv, rms
+from sampler_helpers import MaskedFourier, ReplicateBlur, pinv, rms
 
 SIGMA = 0.05
 
@@ -35,37 +34,6 @@ def run(p, k: int, steps: int, params=None, seed: int = 0, noise=None, y=None, o
     return pigdm(p.denoiser if denoiser is None else denoiser, p.operator if operator is None else operator,
                  y.repeat(k, *([1] * (y.dim() - 1))), noise=GaussianNoise(SIGMA) if noise is None else noise,
                  steps=steps, generator=torch.Generator().manual_seed(seed), params=params, callback=callback)
-
-
-class ReplicateBlur(LinearOperator):
-    """A 3×3 binomial blur with replicate padding: no SVD, adjoint by autograd (the CG path)."""
-
-    name = "test_replicate_blur"
-
-    def __init__(self, in_shape) -> None:
-        super().__init__(self.name, in_shape)
-        k = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], dtype=torch.float64) / 16
-        self.register_buffer("kernel", k.reshape(1, 1, 3, 3))
-
-    def A(self, x):
-        c = x.shape[1]
-        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.kernel.to(x.dtype).expand(c, 1, 3, 3), groups=c)
-
-
-class MaskedFourier(LinearOperator):
-    """Every other row of the orthonormal 2-D FFT: complex measurements of a real image, no SVD."""
-
-    name = "test_masked_fourier"
-
-    def __init__(self, in_shape) -> None:
-        super().__init__(self.name, in_shape)
-        rows = torch.zeros(in_shape[1], 1, dtype=torch.float64)
-        rows[::2] = 1
-        rows[1] = 1  # one more low frequency
-        self.register_buffer("mask", rows)
-
-    def A(self, x):
-        return self.mask * torch.fft.fft2(x, norm="ortho")
 
 
 @pytest.mark.parametrize("spec, tol", [
