@@ -217,6 +217,25 @@ class SVDOperator(LinearOperator):
         return c * h * w
 
 
+class PixelDiagonalOperator(SVDOperator):
+    """An operator that scales each pixel, y = s ⊙ x at the image's size: U = V = identity in pixel order.
+
+    Subclasses give ``singular_values`` (the per-pixel factors, zeros allowed) and ``A``.
+    """
+
+    def Vt(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+    def V(self, z: Tensor) -> Tensor:
+        return z.reshape(z.shape[0], *self.in_shape)
+
+    def Ut(self, y: Tensor) -> Tensor:
+        return y.flatten(1)
+
+    def U(self, z: Tensor) -> Tensor:
+        return z.reshape(z.shape[0], *self.in_shape)
+
+
 def _per_image(value: float | Tensor, like: Tensor) -> Tensor | float:
     """A float as is; a per-image tensor (B,) reshaped to broadcast against ``like`` (B, ...)."""
     if isinstance(value, Tensor) and value.dim() > 0:

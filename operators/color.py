@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from operators.base import SVDOperator
+from operators.base import PixelDiagonalOperator, SVDOperator
 from operators.errors import OperatorError
 from operators.registry import parse_args, register
 
@@ -43,7 +43,7 @@ def _no_arguments(name: str, args: str) -> None:
 
 
 @register
-class Identity(SVDOperator):
+class Identity(PixelDiagonalOperator):
     """y = x (denoising); every singular value is 1."""
 
     name = "identity"
@@ -69,18 +69,6 @@ class Identity(SVDOperator):
 
     def singular_values(self) -> Tensor:
         return self.ones
-
-    def Vt(self, x: Tensor) -> Tensor:
-        return x.flatten(1)
-
-    def V(self, z: Tensor) -> Tensor:
-        return z.reshape(z.shape[0], *self.in_shape)
-
-    def Ut(self, y: Tensor) -> Tensor:
-        return y.flatten(1)
-
-    def U(self, z: Tensor) -> Tensor:
-        return z.reshape(z.shape[0], *self.in_shape)
 
 
 @register

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from operators.base import LinearOperator, SVDOperator
+from operators.base import LinearOperator, PixelDiagonalOperator
 from operators.errors import OperatorError
 from operators.registry import parse_args, register
 
@@ -61,7 +61,7 @@ BOX_MARGIN = 16
 ARRAY_SPEC = "mask:array"
 
 
-class Inpainting(SVDOperator):
+class Inpainting(PixelDiagonalOperator):
     """y = m ⊙ x with a 0/1 mask m of shape (1 or B, 1 or C, H, W), 1 = pixel kept."""
 
     def __init__(self, kept: Tensor, in_shape: tuple[int, int, int], spec: str = ARRAY_SPEC) -> None:
@@ -101,18 +101,6 @@ class Inpainting(SVDOperator):
 
     def singular_values(self) -> Tensor:
         return self.mask.expand(-1, *self.in_shape).reshape(self.mask.shape[0], -1)
-
-    def Vt(self, x: Tensor) -> Tensor:
-        return x.flatten(1)
-
-    def V(self, z: Tensor) -> Tensor:
-        return z.reshape(z.shape[0], *self.in_shape)
-
-    def Ut(self, y: Tensor) -> Tensor:
-        return y.flatten(1)
-
-    def U(self, z: Tensor) -> Tensor:
-        return z.reshape(z.shape[0], *self.in_shape)
 
     @classmethod
     def stack(cls, ops: list[LinearOperator]) -> Inpainting:
