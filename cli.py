@@ -535,6 +535,8 @@ def train(
     crop: Annotated[int, typer.Option(min=16, help="Training crop size in pixels.")] = 64,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 16,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 3e-4,
+    low_t_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops noised at a low level (t < 300 of 1000) rather than uniformly: weight on denoising quality.")] = 0.5,
+    anneal_to: Annotated[Optional[int], typer.Option(min=1, help="Anneal the learning rate to zero (cosine) by this total step, then stop.", show_default=False)] = None,
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT's .ckpt when it exists.")] = True,
     init_from: Annotated[Optional[Path], typer.Option(help="Without a .ckpt: start from these weights (e.g. the shipped prior's) with a fresh optimizer.", show_default=False)] = None,
@@ -548,19 +550,20 @@ def train(
     from restore.errors import RestoreError
     from restore.prior.train import TrainConfig, train as run_training
 
-    if minutes is None and steps is None:
-        raise RestoreError("give --minutes or --steps (or both) to say when training stops")
+    if minutes is None and steps is None and anneal_to is None:
+        raise RestoreError("give --minutes, --steps or --anneal-to to say when training stops")
     if channels % 32:
         raise RestoreError(f"--channels must be a multiple of 32 (GroupNorm uses 32 groups), got {channels}")
     names = set(exclude.read_text().split()) if exclude else set()
     base = TrainConfig()
     config = dataclasses.replace(base, unet={**base.unet, "num_channels": channels, "image_size": crop}, crop=crop,
-                                 batch_size=batch_size, lr=lr, seed=seed)
+                                 batch_size=batch_size, lr=lr, seed=seed, low_t_fraction=low_t_fraction,
+                                 anneal_end=anneal_to or 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=quiet) as bars:
-        task = bars.add_task("training", total=steps, loss=float("nan"))
+        task = bars.add_task("training", total=anneal_to or steps, loss=float("nan"))
         state = run_training(images, out, config=config, exclude=names, steps=steps, minutes=minutes, resume=resume,
                              init_from=init_from, on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
     console.print(f"{state.step} steps; EMA weights → {out} (config {out.with_suffix('.json')}, resume from {out.with_suffix('.ckpt')})",

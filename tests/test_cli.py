@@ -209,6 +209,17 @@ def test_train_command_runs_and_resumes(images, tmp_path):
     assert json.loads(out.with_suffix(".json").read_text())["training"]["steps"] == 3
 
 
+def test_train_anneal_continues_from_weights_and_stops_at_the_anneal_step(images, tmp_path):
+    first = tmp_path / "first.safetensors"
+    base = [images, "--channels", "32", "--crop", "16", "--batch-size", "2", "--quiet"]
+    assert invoke("train", *base, "--out", first, "--steps", "2").exit_code == 0
+    second = tmp_path / "second.safetensors"
+    assert invoke("train", *base, "--out", second, "--init-from", first, "--anneal-to", "5", "--low-t-fraction", "0.9").exit_code == 0
+    training = json.loads(second.with_suffix(".json").read_text())["training"]
+    assert training["steps"] == 5
+    assert training["train_config"]["anneal_start"] == 2 and training["train_config"]["low_t_fraction"] == 0.9
+
+
 def test_readme_job_on_sample_data_with_masks_matched_by_name(tiny_prior, tmp_path):
     """The quick start's command (on two of the sample images, with the tiny prior and few steps)."""
     images = tmp_path / "images"

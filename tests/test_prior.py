@@ -255,3 +255,14 @@ def test_grayscale_through_the_rgb_prior_is_the_exact_gray_posterior_mean():
         exact = ab**0.5 * s**2 * x_t / (ab * s**2 + 1 - ab)
         assert torch.allclose(denoiser(x_t, t), exact, atol=1e-6)
     assert torch.equal(denoiser(x_t, 30.0)[1:], denoiser(x_t[1:], 30.0))  # batch = one by one
+
+
+def test_learning_rate_warms_up_then_anneals_to_zero():
+    from restore.prior.train import TrainConfig, learning_rate_scale
+
+    constant = TrainConfig(warmup_steps=10)
+    assert learning_rate_scale(constant, step=5000, optimizer_steps=4) == pytest.approx(0.5)
+    assert learning_rate_scale(constant, step=5000, optimizer_steps=100) == 1.0
+    annealed = TrainConfig(warmup_steps=10, anneal_start=100, anneal_end=200)
+    scales = [learning_rate_scale(annealed, step, optimizer_steps=1000) for step in (100, 150, 200, 300)]
+    assert scales == pytest.approx([1.0, 0.5, 0.0, 0.0], abs=1e-12)

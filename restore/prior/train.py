@@ -10,6 +10,7 @@ and a resumable checkpoint written every few minutes. The exported weights (EMA)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -44,6 +45,10 @@ class TrainConfig:
     #: fraction of timesteps drawn uniformly from the low-noise range [0, low_t_max) instead of [0, T)
     low_t_fraction: float = 0.5
     low_t_max: int = 300
+    #: when > 0: the learning rate follows a cosine from ``lr`` down to 0 between these total steps
+    #: (a final annealing phase; ``train`` sets the start to the step it begins at)
+    anneal_start: int = 0
+    anneal_end: int = 0
     precision: str = "bf16"
     seed: int = 0
 
@@ -120,6 +125,15 @@ def sample_timesteps(config: TrainConfig, batch: int, num_steps: int, generator:
     return (torch.rand(batch, generator=generator) * upper).long()
 
 
+def learning_rate_scale(config: TrainConfig, step: int, optimizer_steps: int) -> float:
+    """Linear warm-up over this optimizer's first steps, then constant or a cosine anneal to zero."""
+    warmup = min(1.0, (optimizer_steps + 1) / max(config.warmup_steps, 1))
+    if config.anneal_end <= config.anneal_start:
+        return warmup
+    progress = min(1.0, max(0.0, (step - config.anneal_start) / (config.anneal_end - config.anneal_start)))
+    return warmup * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def new_state(config: TrainConfig) -> TrainState:
     torch.manual_seed(config.seed)
     net = UNetModel(UNetConfig.from_dict(config.unet))
@@ -169,7 +183,7 @@ def train_step(state: TrainState, config: TrainConfig, images: Sequence[Tensor],
     noise = torch.randn(x0.shape, generator=gen).contiguous(memory_format=torch.channels_last)
     ab = alphas_cumprod[t].float().view(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    lr_scale = min(1.0, (state.step + 1) / max(config.warmup_steps, 1))
+    lr_scale = learning_rate_scale(config, state.step, optimizer_steps=len(state.losses))
     for group in state.optimizer.param_groups:
         group["lr"] = config.lr * lr_scale
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
@@ -218,6 +232,10 @@ def train(
         state = new_state(config)
         if init_from is not None:
             warm_start(state, config, Path(init_from))
+        if config.anneal_end:
+            config = dataclasses.replace(config, anneal_start=state.step)
+    if config.anneal_end:
+        steps = config.anneal_end if steps is None else min(steps, config.anneal_end)
     files = image_files(image_paths, exclude)
     images = load_images_uint8(files, config.crop)
     alphas_cumprod = torch.cumprod(1 - make_betas(config.schedule), dim=0)
