@@ -464,6 +464,83 @@ def metrics(
     Console().print(table)
 
 
+@app.command()
+@user_errors
+def bench(
+    images: Annotated[Path, typer.Argument(help="Folder of evaluation photographs (image i = i-th file in sorted order).", show_default=False)],
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks of the suite (../shared/protocol.md): sr4, gblur, mblur, box, random70, denoise, mri4x, ct60.")] = "sr4,gblur,mblur,box,random70,denoise,mri4x,ct60",
+    samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir",
+    baselines: Annotated[bool, typer.Option(help="Also run each task's classical baseline (bicubic, Wiener, biharmonic, TV, zero-filled, FBP).")] = True,
+    prior: Prior = "default",
+    out: Annotated[Path, typer.Option(help="Results folder: results.csv, summary.md, a picture per task. Rerunning resumes.")] = Path("bench_results"),
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N images.", show_default=False)] = None,
+    steps: Steps = None,
+    size: Annotated[int, typer.Option(min=16, help="Centre-crop size (the protocol's is 256; smaller for quick checks).")] = 256,
+    seed: Seed = 0, device: Device = "auto", precision: Precision = "auto", batch_size: BatchSize = 1,
+    overwrite: Annotated[bool, typer.Option(help="Discard results in --out made with other settings and start again.")] = False,
+    quiet: Quiet = False, json_out: JsonOut = False,
+) -> None:
+    """Run the standard task suite (samplers beside classical baselines) on a folder: PSNR, SSIM, LPIPS, NFE, time."""
+    from restore import api, bench as suite
+    from restore.io import list_images
+
+    task_list = suite.parse_tasks(tasks)
+    methods = suite.parse_methods(samplers, baselines)
+    files = list_images(images)[:limit]
+    quiet = quiet or json_out
+    with console.status("loading prior", spinner="dots") if not quiet else _nullcontext():
+        denoiser = api.load_denoiser(prior, device, precision)
+    settings = {"images": str(images.resolve()), "prior": prior, "prior_info": getattr(denoiser, "info", {}),
+                "precision": api.resolve_precision(precision, api.resolve_device(device)), "size": size, "seed": seed,
+                "steps": steps}
+    options = suite.BenchOptions(out, size, seed, steps, batch_size, overwrite, settings)
+    lpips = load_lpips(denoiser, quiet) if any(m.sampler for m in methods) or baselines else None
+    rows = bench_with_progress(files, task_list, methods, denoiser, options, lpips, quiet)
+    summary = suite.write_reports(out, rows, files, task_list, methods, size, settings)
+    table = suite.mean_table(rows)
+    if json_out:
+        means = [{k: v for k, v in e.items() if k not in ("images_set", "rows")} for e in table]
+        typer.echo(json.dumps({"settings": settings, "means": means}, indent=2, default=str))
+    if not quiet:
+        from rich.table import Table
+
+        view = Table(title=f"restore bench → {out}", title_justify="left")
+        for column in ("task", "method", "images", "PSNR", "SSIM", "LPIPS", "NFE", "s/image"):
+            view.add_column(column, justify="left" if column in ("task", "method") else "right")
+        for e in table:
+            view.add_row(e["task"], e["method"], str(e["images"]), fmt(e["psnr"]), fmt(e["ssim"], 4), fmt(e["lpips"], 4),
+                         str(e["nfe"] or "–"), fmt(e["seconds"], 1))
+        console.print(view)
+        console.print(f"summary: {summary}; per image: {out / 'results.csv'}", highlight=False)
+    failed = [r for r in rows if r.status == "failed"]
+    for error in dict.fromkeys(r.error for r in failed):  # each distinct reason once, with where it happened
+        where = [f"{r.task} · {r.method} · {r.image}" for r in failed if r.error == error]
+        more = f" (and {len(where) - 1} more)" if len(where) > 1 else ""
+        console.print(f"[red]failed:[/] {where[0]}{more}: {error}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def bench_with_progress(files, tasks, methods, denoiser, options, lpips, quiet):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from restore import bench as suite
+
+    if quiet:
+        return suite.run_suite(files, tasks, methods, denoiser, options, lpips=lpips)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=console) as bars:
+        bar = bars.add_task("bench", total=1)
+        hooks = suite.BenchProgress(
+            on_start=lambda total: bars.update(bar, total=total),
+            on_work=lambda description: bars.update(bar, description=description),
+            on_row=lambda row: bars.advance(bar),
+        )
+        rows = suite.run_suite(files, tasks, methods, denoiser, options, lpips=lpips, progress=hooks)
+        bars.update(bar, description="bench")
+    return rows
+
+
 @priors_app.command("list")
 @user_errors
 def priors_list() -> None:

@@ -1,4 +1,4 @@
-"""Merge the JSON files written by protocol.py into one Markdown table, each method beside the
+"""Merge the JSON files written by the former benchmarks/protocol.py (restore bench writes summary.md itself) into one Markdown table, each method beside the
 classical baseline on the same images.
 
     python benchmarks/summarize.py benchmarks/results/*.json
@@ -10,7 +10,7 @@ import json
 import sys
 from collections import defaultdict
 
-from protocol import TASKS
+from restore.bench import TASKS
 
 
 def main(paths: list[str]) -> None:

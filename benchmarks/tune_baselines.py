@@ -3,7 +3,7 @@
     python benchmarks/tune_baselines.py --images ../shared/datasets/bsds500/train --limit 8
 
 Prints mean PSNR per candidate value for gblur, mblur (Wiener) and denoise (TV); copy the best into
-benchmarks/protocol.py (WIENER_BALANCE per task, TV_WEIGHT). Training images only: the validation split stays unseen.
+restore/bench.py (WIENER_BALANCE per task, TV_WEIGHT). Training images only: the validation split stays unseen.
 """
 
 from __future__ import annotations
@@ -12,8 +12,19 @@ import argparse
 
 import torch
 
-import protocol
-from restore.io import list_images, read_image
+import operators
+from restore import bench
+from restore.io import list_images
+from restore.metrics import psnr
+
+CANDIDATES = {"gblur": [0.003, 0.01, 0.03, 0.1], "mblur": [0.01, 0.03, 0.1, 0.3],
+              "denoise": [0.04, 0.06, 0.08, 0.1, 0.12, 0.15]}
+
+
+def restore_with(task: str, problem: bench.Problem, value: float) -> torch.Tensor:
+    if task == "denoise":
+        return bench.tv_baseline(problem, weight=value)
+    return operators.blur.wiener_deconvolve(problem.y, problem.operator, value)
 
 
 def main() -> None:
@@ -22,19 +33,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=8)
     args = parser.parse_args()
     files = list_images(args.images)[: args.limit]
-    grids = {"gblur": [0.003, 0.01, 0.03, 0.1], "mblur": [0.01, 0.03, 0.1, 0.3],
-             "denoise": [0.04, 0.06, 0.08, 0.1, 0.12, 0.15]}
-    for task_name, values in grids.items():
-        task = protocol.TASKS[task_name]
-        problems = [protocol.make_problem(task, protocol.centre_crop(read_image(p).pixels, 256)[None], i)
-                    for i, p in enumerate(files)]
+    print("| task | value | mean PSNR |\n| --- | --- | --- |")
+    for task, values in CANDIDATES.items():
+        problems = [bench.make_problem(bench.TASKS[task], bench.load_reference(path, bench.PROTOCOL_SIZE), i)
+                    for i, path in enumerate(files)]
         for value in values:
-            if task_name == "denoise":
-                protocol.TV_WEIGHT = value
-            else:
-                protocol.WIENER_BALANCE[task_name] = value
-            scores = [protocol.score(protocol.baseline(task, p), p.x)[0] for p in problems]
-            print(f"{task_name:8} {value:<6g} PSNR {sum(scores) / len(scores):.2f}")
+            scores = [float(psnr(restore_with(task, p, value).clamp(-1, 1), p.x)) for p in problems]
+            print(f"| {task} | {value:g} | {sum(scores) / len(scores):.2f} |")
 
 
 if __name__ == "__main__":

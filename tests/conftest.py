@@ -1,4 +1,4 @@
-"""Shared fixtures: a Gaussian toy prior with an exact posterior, for sampler tests."""
+"""Shared fixtures: a Gaussian toy prior with an exact posterior (sampler tests), a tiny random network prior (CLI tests)."""
 
 from __future__ import annotations
 
@@ -68,3 +68,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tmp_path_factory) -> str:
+    """A randomly initialised 2-level UNet saved as a prior file: fast end-to-end runs, meaningless images."""
+    from restore.prior.unet import UNetConfig, UNetModel
+    from restore.prior.weights import save_prior
+
+    torch.manual_seed(0)
+    net = UNetModel(UNetConfig(image_size=32, num_channels=32, channel_mult="1,2", num_res_blocks=1,
+                               attention_resolutions="", resblock_updown=True))
+    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
+    save_prior(net, path)
+    return str(path)

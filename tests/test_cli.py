@@ -13,21 +13,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from restore.io import read_image, write_image
-from restore.prior.unet import UNetConfig, UNetModel
-from restore.prior.weights import save_prior
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    net = UNetModel(UNetConfig(image_size=32, num_channels=32, channel_mult="1,2", num_res_blocks=1,
-                               attention_resolutions="", resblock_updown=True))
-    path = tmp_path_factory.mktemp("prior") / "tiny.safetensors"
-    save_prior(net, path)
-    return str(path)
 
 
 @pytest.fixture
