@@ -1,0 +1,87 @@
+"""Sweep a sampler's hyperparameters on one task of the suite, on tuning images kept apart from evaluation.
+
+    python benchmarks/tune_samplers.py --task sr4 --sampler ddrm --steps 20 --grid eta=0,0.5,0.85 eta_b=1
+
+The tuning images are files 40, 41, … of the BSDS500 test folder (sorted): inside the validation
+split (benchmarks/val_split.txt, never trained on) but after the images `restore bench --limit 10`
+evaluates on (files 0–9), so defaults are chosen on other images than the ones they are judged on.
+Every combination of the --grid values runs on the same problems (same masks, noise, seeds);
+prints mean PSNR / SSIM per combination as a Markdown table, best first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import time
+
+import torch
+
+from restore import bench
+from restore.io import list_images
+from restore.metrics import psnr, ssim
+from restore.samplers import get_sampler
+from restore.samplers.defaults import defaults_for
+
+
+def parse_grid(items: list[str], params) -> list[dict]:
+    """['eta=0,0.5', 'eta_b=1'] → every combination, values cast like the defaults' fields."""
+    axes = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        kind = type(getattr(params, name))  # an unknown name is an AttributeError: say it plainly
+        axes[name] = [kind(v) if kind is not bool else v in ("1", "true", "True") for v in values.split(",")]
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default="../shared/datasets/bsds500/test")
+    parser.add_argument("--first", type=int, default=40, help="index of the first tuning image")
+    parser.add_argument("--count", type=int, default=3)
+    parser.add_argument("--task", required=True, choices=list(bench.TASKS))
+    parser.add_argument("--sampler", required=True)
+    parser.add_argument("--steps", type=int, nargs="+", default=[None], help="one or more step counts to sweep too")
+    parser.add_argument("--grid", nargs="*", default=[], help="NAME=V1,V2,… per hyperparameter")
+    parser.add_argument("--prior", default="default")
+    args = parser.parse_args()
+
+    from restore.api import load_denoiser
+
+    task, info = bench.TASKS[args.task], get_sampler(args.sampler)
+    defaults = defaults_for(args.sampler, task.family)
+    denoiser = load_denoiser(args.prior, "cpu", "fp32")
+    files = list_images(args.images)[args.first : args.first + args.count]
+    problems = [bench.make_problem(task, bench.load_reference(path, bench.PROTOCOL_SIZE), args.first + i, path.stem)
+                for i, path in enumerate(files)]
+    baseline = [float(psnr(task.baseline(p).real.float().clamp(-1, 1), p.x)) for p in problems]
+    print(f"baseline ({task.baseline_name}): PSNR {sum(baseline) / len(baseline):.2f} ({', '.join(f'{b:.2f}' for b in baseline)})")
+    results = []
+    for steps in args.steps:
+        steps = steps or defaults.steps
+        for combo in parse_grid(args.grid, defaults.params):
+            params = dataclasses.replace(defaults.params, **combo)
+            start = time.time()
+            scores = []
+            for p in problems:
+                x_hat = bench.solve_batch(info, denoiser, [p], steps, params, seed=0)
+                x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().clamp(-1, 1)
+                scores.append((float(psnr(x_hat, p.x)), float(ssim(x_hat, p.x))))
+            seconds = (time.time() - start) / len(problems)
+            mean_psnr = sum(s[0] for s in scores) / len(scores)
+            mean_ssim = sum(s[1] for s in scores) / len(scores)
+            results.append((mean_psnr, mean_ssim, steps, combo, seconds))
+            print(f"steps {steps:4d} {combo}: PSNR {mean_psnr:.2f} SSIM {mean_ssim:.4f} "
+                  f"({', '.join(f'{s[0]:.2f}' for s in scores)}) {seconds:.0f} s/image", flush=True)
+    names = ", ".join(p.name for p in problems)
+    print(f"\n{args.sampler} on {args.task}, tuning images {args.first}..{args.first + len(problems) - 1} ({names}), prior {args.prior}; "
+          f"baseline ({task.baseline_name}) PSNR {sum(baseline) / len(baseline):.2f}")
+    print("| steps | hyperparameters | PSNR | SSIM | s/image |\n| --- | --- | --- | --- | --- |")
+    for mean_psnr, mean_ssim, steps, combo, seconds in sorted(results, key=lambda r: -r[0]):
+        print(f"| {steps} | {', '.join(f'{k}={v}' for k, v in combo.items()) or 'defaults'} | {mean_psnr:.2f} | {mean_ssim:.4f} | {seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
