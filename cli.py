@@ -86,7 +86,7 @@ NoiseSigma = Annotated[Optional[float], typer.Option(min=0.0, help="Measurement 
 Seed = Annotated[int, typer.Option(help="Random seed; image i of a folder uses seed + i.")]
 NumSamples = Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 also writes their mean and an uncertainty (std) map.")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
-Precision = Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16.")]
+Precision = Annotated[str, typer.Option(help="auto (bf16 on GPUs and on CPUs with native bf16, else fp32), fp32, bf16 or fp16.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images restored together (same size only).")]
 Out = Annotated[Optional[Path], typer.Option(help="Output folder. Default: a 'restored' folder beside the input.", show_default=False)]
 Simulate = Annotated[bool, typer.Option(help="Treat the input as the clean image: simulate the measurement, restore it, report metrics.")]

@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--sampler", required=True)
     parser.add_argument("--steps", type=int, nargs="+", default=[None], help="one or more step counts to sweep too")
     parser.add_argument("--grid", nargs="*", default=[], help="NAME=V1,V2,… per hyperparameter")
+    parser.add_argument("--samples", type=int, default=1, help="score the mean of this many posterior samples")
     parser.add_argument("--prior", default="default")
     args = parser.parse_args()
 
@@ -65,7 +66,7 @@ def main() -> None:
             start = time.time()
             scores = []
             for p in problems:
-                x_hat = bench.solve_batch(info, denoiser, [p], steps, params, seed=0)
+                x_hat = bench.solve_batch(info, denoiser, [p], steps, params, seed=0, num_samples=args.samples)
                 x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().clamp(-1, 1)
                 scores.append((float(psnr(x_hat, p.x)), float(ssim(x_hat, p.x))))
             seconds = (time.time() - start) / len(problems)

@@ -385,15 +385,16 @@ def run_method(task: BenchTask, method: Method, problems: list[Problem], denoise
     return rows
 
 
-def solve_batch(info, denoiser, problems: list[Problem], steps: int, params: dict, seed: int) -> Tensor:
+def solve_batch(info, denoiser, problems: list[Problem], steps: int, params, seed: int, num_samples: int = 1) -> Tensor:
+    """The posterior mean of ``num_samples`` samples (one sample by default) for a batch of problems."""
     device = denoiser.alphas_cumprod.device
     ops = [p.operator for p in problems]
     operator = ops[0] if len(ops) == 1 else type(ops[0]).stack(ops)
     y = torch.cat([p.y for p in problems]).to(device)
-    gens = generators(seed, [p.index for p in problems])
+    gens = generators(seed, [p.index for p in problems], num_samples)
     with torch.enable_grad() if info.backprop_network else torch.no_grad():
-        result = draw_samples(info.run, denoiser, operator.to(device), y, noise=problems[0].noise, steps=steps,
-                              generator=gens, params=params)
+        result = draw_samples(info.run, denoiser, operator.to(device), y, num_samples=num_samples, noise=problems[0].noise,
+                              steps=steps, generator=gens, params=params)
     return result.mean
 
 
