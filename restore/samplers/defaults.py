@@ -59,35 +59,49 @@ TABLE["reddiff"] = {
 }
 
 # DiffPIR (Zhu et al. 2023): official yuanzhi-zhu/DiffPIR scripts (quad grid, σ_n floored at 0.001):
-# main_ddpir_deblur.py λ = 7, ζ = 0.3, 100 steps; main_ddpir_inpainting.py / configs/inpaint.yaml
-# λ = 1, ζ = 1, 20 steps; main_ddpir_sisr.py sweeps λ in 2..12 with ζ = 0.25 (λ = 7 taken). Other
-# tasks borrow the nearest one's values — to be tuned.
+# main_ddpir_deblur.py λ = 7, ζ = 0.3, 100 steps; configs/inpaint.yaml λ = 1, ζ = 1, 20 steps;
+# main_ddpir_sisr.py λ in 2..12, ζ = 0.25. Here 20 steps everywhere (quality per NFE; the speed
+# targets), λ and ζ swept at 20 steps on tuning images 40–41 of the validation split
+# (benchmarks/tune_samplers.py; RESULTS.md "Tuning"): deblurring prefers ζ = 0.6 (gblur 22.87 /
+# mblur 24.23 dB against 22.42 / 22.86 at ζ = 0.3), SR λ = 1 (23.08 vs 22.96 at λ = 7), inpainting
+# and MRI ζ = 1 (random70 23.63 vs 22.44 at ζ = 0.6; mri4x 23.81 vs 23.09 at ζ = 0.3; λ hardly matters).
 from restore.samplers.diffpir import DiffPIRParams  # noqa: E402
 
 TABLE["diffpir"] = {
-    "inpaint": Defaults(20, DiffPIRParams(lam=1.0, zeta=1.0)),  # configs/inpaint.yaml
-    "deblur": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.3)),  # main_ddpir_deblur.py
-    "superres": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.25)),  # main_ddpir_sisr.py (λ swept 2..12)
-    "denoise": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.3)),  # no official config: the deblurring values
-    "colorize": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.3)),  # no official config: the deblurring values
-    "mri": Defaults(100, DiffPIRParams(lam=1.0, zeta=1.0)),  # no official config: masked Fourier ~ inpainting
-    "ct": Defaults(100, DiffPIRParams(lam=7.0, zeta=0.3)),  # no official config: placeholder
+    "inpaint": Defaults(20, DiffPIRParams(lam=1.0, zeta=1.0)),
+    "deblur": Defaults(20, DiffPIRParams(lam=7.0, zeta=0.6)),
+    "superres": Defaults(20, DiffPIRParams(lam=1.0, zeta=0.25)),
+    "denoise": Defaults(20, DiffPIRParams(lam=7.0, zeta=0.3)),  # not tuned: DDRM is the denoising default
+    "colorize": Defaults(20, DiffPIRParams(lam=7.0, zeta=0.6)),  # not tuned: the deblurring values
+    "mri": Defaults(20, DiffPIRParams(lam=1.0, zeta=1.0)),
+    # CT: ζ = 1 and a 10-iteration CG data step: 22.47 dB on image 40 against 21.61 at ζ = 0.3, and
+    # 34 s instead of 359 s per image with the 100-iteration default (which also scored lower, 20.42 at
+    # λ = 1, ζ = 0.3: a few CG steps from x̂0 regularise the 60-angle data step)
+    "ct": Defaults(20, DiffPIRParams(lam=7.0, zeta=1.0, cg_max_iter=10)),
 }
 
-# ΠGDM (Song et al. 2023): 100 DDIM steps with η = 1 and guidance weight 1, as in every ΠGDM run of
-# NVlabs/RED-diff sample_test.sh (sr4, deblur_gauss, in2_20ff); no per-task tuning there.
+# ΠGDM (Song et al. 2023): DDIM steps with η = 1 and guidance weight 1, as in every ΠGDM run of
+# NVlabs/RED-diff sample_test.sh (sr4, deblur_gauss, in2_20ff; 100 steps). Here 20 steps; on tuning
+# images 40–41 η = 1 beat 0.5 everywhere, and SR prefers weight 2 (22.81 dB against 22.62 at 1;
+# box: 20.60 at 1 against 19.19 at 0.5).
 from restore.samplers.pigdm import PiGDMParams  # noqa: E402
 
-TABLE["pigdm"] = {task: Defaults(100, PiGDMParams(eta=1.0, weight=1.0))
+TABLE["pigdm"] = {task: Defaults(20, PiGDMParams(eta=1.0, weight=1.0))
                   for task in ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct")}
+TABLE["pigdm"]["superres"] = Defaults(20, PiGDMParams(eta=1.0, weight=2.0))
 
 # DDRM (Kawar et al. 2022): 20 steps, η = 0.85, η_b = 1 — the paper's setting for every task
-# (Section 5; bahjat-kawar/ddrm README: --timesteps 20 --eta 0.85 --etaB 1). DDRM needs an SVD: on the
-# MRI and CT operators (no SVD) check_operator refuses it; their rows only keep the table complete.
+# (Section 5; bahjat-kawar/ddrm README: --timesteps 20 --eta 0.85 --etaB 1). η re-tuned on images
+# 40–41 of the validation split: deblurring η = 0.5 (gblur 22.88 / mblur 26.03 dB against 23.01 /
+# 25.55 at 0.85), denoising η = 0 (28.43 against 26.31 at 0.85); SR keeps 0.85 (22.85; 22.81 at 0.5,
+# 21.63 at 0). DDRM needs an SVD: on MRI and CT (none) check_operator refuses it; those rows only
+# keep the table complete.
 from restore.samplers.ddrm import DDRMParams  # noqa: E402
 
 TABLE["ddrm"] = {task: Defaults(20, DDRMParams(eta=0.85, eta_b=1.0))
                  for task in ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct")}
+TABLE["ddrm"]["deblur"] = Defaults(20, DDRMParams(eta=0.5, eta_b=1.0))
+TABLE["ddrm"]["denoise"] = Defaults(20, DDRMParams(eta=0.0, eta_b=1.0))
 
 # DDNM / DDNM+ (Wang et al. 2023): 100 DDIM steps with η = 0.85, no time travel — the official
 # wyhuai/DDNM defaults (configs/*.yml time_travel: T_sampling 100, travel_length 1, travel_repeat 1;
