@@ -182,7 +182,7 @@ def test_callback_defaults_and_registry(gaussian_problem):
     assert info.name == "pigdm" and info.backprop_network and not info.needs_svd and info.nfe(100) == 100
     for task in TASKS:
         d = defaults_for("pigdm", task)
-        assert isinstance(d.params, PiGDMParams) and d.steps == 100
+        assert isinstance(d.params, PiGDMParams) and d.steps == 20 and d.params.eta == 1.0
 
 
 def test_bad_parameters(gaussian_problem):
