@@ -266,3 +266,24 @@ def test_learning_rate_warms_up_then_anneals_to_zero():
     annealed = TrainConfig(warmup_steps=10, anneal_start=100, anneal_end=200)
     scales = [learning_rate_scale(annealed, step, optimizer_steps=1000) for step in (100, 150, 200, 300)]
     assert scales == pytest.approx([1.0, 0.5, 0.0, 0.0], abs=1e-12)
+
+
+@pytest.mark.parametrize("legacy_order", [True, False])
+def test_attention_block_is_softmax_attention_over_positions(legacy_order):
+    """The fused-attention block against the textbook formula, in both qkv channel layouts."""
+    from restore.prior.unet import AttentionBlock
+
+    torch.manual_seed(0)
+    block = AttentionBlock(64, num_heads=4, num_head_channels=-1, legacy_order=legacy_order).double()
+    torch.nn.init.normal_(block.proj_out.weight, std=0.1)
+    x = torch.randn(2, 64, 5, 3, dtype=torch.float64)
+    qkv = block.qkv(block.norm(x.reshape(2, 64, -1)))  # (b, 3c, L)
+    heads, ch = 4, 16
+    if legacy_order:
+        q, k, v = qkv.reshape(2, heads, 3 * ch, -1).split(ch, dim=2)
+    else:
+        q, k, v = (part.reshape(2, heads, ch, -1) for part in qkv.chunk(3, dim=1))
+    weights = torch.softmax(torch.einsum("bhcs,bhct->bhst", q, k) / ch**0.5, dim=-1)
+    attended = torch.einsum("bhst,bhct->bhcs", weights, v).reshape(2, 64, -1)
+    expected = x + block.proj_out(attended).reshape(x.shape)
+    assert torch.allclose(block(x), expected, atol=1e-10)

@@ -237,7 +237,10 @@ class AttentionBlock(nn.Module):
             q, k, v = qkv.reshape(b, self.num_heads, 3 * head_ch, length).split(head_ch, dim=2)
         else:
             q, k, v = (part.reshape(b, self.num_heads, head_ch, length) for part in qkv.chunk(3, dim=1))
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        # (b, heads, length, head_ch) contiguous: strided inputs send SDPA on CPU to its math kernel, which
+        # materialises the length² matrix (1024² image: 10 GB, 21 s per call; contiguous: 1–2 s, no matrix)
+        q, k, v = (part.transpose(-1, -2).contiguous() for part in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
         h = self.proj_out(out.transpose(-1, -2).reshape(b, c, length))
         return (x + h).reshape(b, c, *spatial)
 
