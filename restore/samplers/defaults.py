@@ -33,20 +33,21 @@ def defaults_for(sampler: str, task: str) -> Defaults:
 # (DPS2022/diffusion-posterior-sampling configs/*.yaml "scale": 0.5 inpainting, 0.3 deblurring and SR).
 # Here 100 steps (the CPU speed target: about 3 network evaluations' time per step), where the
 # per-step ζ must be far larger: on tuning image 40, sr4, ζ = 1 / 3 / 10 / 20 / 40 / 80 gave
-# 17.41 / 18.72 / 20.18 / 21.37 / 21.78 / 21.70 dB (bicubic 21.65). SR takes the tuned 40; the other
-# tasks scale it by the official configs' ratios (not tuned separately). With --steps 1000, ζ stays
+# 17.41 / 18.72 / 20.18 / 21.37 / 21.78 / 21.70 dB (bicubic 21.65); gblur, ζ = 5 / 10 / 20 / 40 gave
+# 19.88 / 20.43 / 20.71 / 11.32 dB. SR takes 40, deblurring 20; inpainting and MRI scale the SR value
+# by the official configs' ratio (not tuned separately). With --steps 1000, ζ stays
 # the 100-step value, i.e. far too strong: pass DPSParams(zeta=...) from Python for the paper's runs.
 from restore.samplers.dps import DPSParams  # noqa: E402
 
-DPS_ZETA_SR = 40.0
+DPS_ZETA_SR, DPS_ZETA_DEBLUR = 40.0, 20.0
 TABLE["dps"] = {
     "inpaint": Defaults(100, DPSParams(zeta=DPS_ZETA_SR * 0.5 / 0.3)),  # official inpainting 0.5 vs SR 0.3
-    "deblur": Defaults(100, DPSParams(zeta=DPS_ZETA_SR)),  # official deblurring = SR
+    "deblur": Defaults(100, DPSParams(zeta=DPS_ZETA_DEBLUR)),
     "superres": Defaults(100, DPSParams(zeta=DPS_ZETA_SR)),
-    "denoise": Defaults(100, DPSParams(zeta=DPS_ZETA_SR)),  # no official config: the deblurring value
-    "colorize": Defaults(100, DPSParams(zeta=DPS_ZETA_SR)),  # no official config: the deblurring value
+    "denoise": Defaults(100, DPSParams(zeta=DPS_ZETA_DEBLUR)),  # no official config: the deblurring value
+    "colorize": Defaults(100, DPSParams(zeta=DPS_ZETA_DEBLUR)),  # no official config: the deblurring value
     "mri": Defaults(100, DPSParams(zeta=DPS_ZETA_SR * 0.5 / 0.3)),  # no official config: masked Fourier ~ inpainting
-    "ct": Defaults(100, DPSParams(zeta=DPS_ZETA_SR)),  # no official config: the deblurring value
+    "ct": Defaults(100, DPSParams(zeta=DPS_ZETA_DEBLUR)),  # no official config: the deblurring value
 }
 
 # RED-Diff (Mardani et al. 2024): the paper's 1000 Adam steps cut to 100 (speed target; on tuning image 40, sr4,
