@@ -287,3 +287,17 @@ def test_attention_block_is_softmax_attention_over_positions(legacy_order):
     attended = torch.einsum("bhst,bhct->bhcs", weights, v).reshape(2, 64, -1)
     expected = x + block.proj_out(attended).reshape(x.shape)
     assert torch.allclose(block(x), expected, atol=1e-10)
+
+
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch):
+    from restore import api
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert api.resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(api, "cpu_has_native_bf16", lambda: True)
+    assert api.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(api, "cpu_has_native_bf16", lambda: False)
+    assert api.resolve_precision("auto", cpu) == "fp32"
+    assert api.resolve_precision("fp32", cuda) == "fp32"
+    with pytest.raises(RestoreError, match="unknown precision"):
+        api.resolve_precision("fp8", cpu)
