@@ -44,8 +44,9 @@ def image_files(count: int) -> list[Path]:
 def load_denoiser(arch: str, device: str, precision: str, compile_network: bool):
     from restore.prior.registry import load_prior
 
+    compile_mode = ("reduce-overhead" if torch.device(device).type == "cuda" else "default") if compile_network else None
     if arch == "default":
-        denoiser = load_prior("default", device=device, precision=precision)
+        denoiser = load_prior("default", device=device, precision=precision, compile_mode=compile_mode)
     else:  # a public architecture with random weights (the fixtures give its exact config)
         from restore.prior.denoiser import UNetDenoiser
         from restore.prior.schedule import make_betas
@@ -55,10 +56,10 @@ def load_denoiser(arch: str, device: str, precision: str, compile_network: bool)
         config = json.loads((SHARED / "fixtures" / fixture).read_text())["config"]
         torch.manual_seed(0)
         net = UNetModel(UNetConfig.from_dict(config))
-        denoiser = UNetDenoiser(net, make_betas("linear"), precision=precision,
-                                channels_last=torch.device(device).type == "cpu").to(device)
-    if compile_network:
-        denoiser.net = torch.compile(denoiser.net)
+        denoiser = UNetDenoiser(net.to(device), make_betas("linear"), precision=precision,
+                                channels_last=torch.device(device).type == "cpu", compile_mode=compile_mode).to(device)
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as restore.api does
     return denoiser
 
 

@@ -94,12 +94,20 @@ def choose_sampler(task: str, operator, requested: str | None) -> str:
     return name
 
 
-def load_denoiser(prior: str = "default", device: str = "auto", precision: str = "auto"):
-    """The prior ``prior`` (a registry name or a weights file) as a denoiser on ``device``."""
+def load_denoiser(prior: str = "default", device: str = "auto", precision: str = "auto", compile_mode: str | None = None):
+    """The prior ``prior`` (a registry name or a weights file) as a denoiser on ``device``.
+
+    On a GPU, float32 matrix products and convolutions may use TF32 (what "fp32" means there in
+    practice); ``compile_mode`` ("default", or "reduce-overhead" for CUDA graphs) torch.compiles the
+    network for the fixed-shape sampling steps.
+    """
     from restore.prior.registry import load_prior
 
     dev = resolve_device(device)
-    return load_prior(prior, device=str(dev), precision=resolve_precision(precision, dev))
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return load_prior(prior, device=str(dev), precision=resolve_precision(precision, dev), compile_mode=compile_mode)
 
 
 def generators(seed: int, indices: list[int], num_samples: int = 1, purpose: int = 0) -> list[torch.Generator]:

@@ -301,3 +301,18 @@ def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch):
     assert api.resolve_precision("fp32", cuda) == "fp32"
     with pytest.raises(RestoreError, match="unknown precision"):
         api.resolve_precision("fp8", cpu)
+
+
+@pytest.mark.slow
+def test_compiled_network_computes_the_same_denoiser(one_thread):
+    """The torch.compile path (CUDA graphs on a GPU) checked for numerics on CPU (about a minute to compile)."""
+    from restore.prior.denoiser import UNetDenoiser
+
+    torch.manual_seed(0)
+    net = UNetModel(TINY)
+    eager = UNetDenoiser(net, make_betas("linear"))
+    compiled = UNetDenoiser(net, make_betas("linear"), compile_mode="default")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(eager(x, 300.0), compiled(x, 300.0), atol=1e-5)
+    assert compiled.net is net  # weights and config stay reachable as before

@@ -74,7 +74,8 @@ class Denoiser(nn.Module):
 class UNetDenoiser(Denoiser):
     """An ADM UNet predicting ε, wrapped for any image size, 1 or 3 channels and mixed precision."""
 
-    def __init__(self, net: UNetModel, betas: Tensor, precision: str = "fp32", channels_last: bool = False) -> None:
+    def __init__(self, net: UNetModel, betas: Tensor, precision: str = "fp32", channels_last: bool = False,
+                 compile_mode: str | None = None) -> None:
         super().__init__(betas)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
@@ -83,6 +84,10 @@ class UNetDenoiser(Denoiser):
         self.channels_last = channels_last
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        #: torch.compile of the network for fixed-shape steps ("default"; "reduce-overhead" adds CUDA
+        #: graphs on a GPU); the eager module stays ``self.net`` (config, weights, state-dict names)
+        self.compile_mode = compile_mode
+        self._run = torch.compile(self.net, mode=compile_mode, dynamic=False) if compile_mode else self.net
 
     def _autocast(self, device: torch.device):
         if self.precision == "fp32":
@@ -110,7 +115,7 @@ class UNetDenoiser(Denoiser):
             x_in = x_in.contiguous(memory_format=torch.channels_last)
         timesteps = torch.as_tensor(t, dtype=torch.float32, device=x_t.device).reshape(-1).expand(batch)
         with self._autocast(x_t.device):
-            out = self.net(x_in, timesteps)
+            out = self._run(x_in, timesteps)
         return out[..., :height, :width].to(x_t.dtype).contiguous()
 
     def _gray(self, x_t: Tensor, t: Tensor | float) -> Tensor:

@@ -186,7 +186,7 @@ def resolve(name_or_path: str) -> tuple[Path, dict | None]:
 
 
 def load_prior(name_or_path: str = "default", *, device: str | torch.device = "cpu", precision: str = "fp32",
-               channels_last: bool | None = None) -> Denoiser:
+               channels_last: bool | None = None, compile_mode: str | None = None) -> Denoiser:
     """A ready denoiser (eval mode, on ``device``) for a named prior or a weights file/folder."""
     path, info = resolve(name_or_path)
     if path.is_dir():
@@ -203,7 +203,8 @@ def load_prior(name_or_path: str = "default", *, device: str | torch.device = "c
     device = torch.device(device)
     if channels_last is None:
         channels_last = device.type == "cpu"
-    return UNetDenoiser(net, make_betas(schedule), precision=precision, channels_last=channels_last).to(device)
+    return UNetDenoiser(net.to(device), make_betas(schedule), precision=precision, channels_last=channels_last,
+                        compile_mode=compile_mode).to(device)
 
 
 def describe(name: str) -> dict:
