@@ -222,6 +222,9 @@ class Row:
     steps: int = 0
     seconds: float = math.nan
     error: str = ""
+    #: the method's full setting (steps and hyperparameters, or the baseline's parameters): a row made
+    #: with another setting — e.g. before a default changed — is redone when the run resumes
+    config: str = ""
 
 
 ROW_FIELDS = [f.name for f in fields(Row)]
@@ -244,7 +247,7 @@ class BenchProgress:
 
     on_start: Callable[[int], None] = lambda total: None
     on_work: Callable[[str], None] = lambda description: None
-    on_row: Callable[[Row], None] = lambda row: None
+    on_row: Callable[[Row | None], None] = lambda row: None  # None: a row kept from an earlier run
     on_message: Callable[[str], None] = lambda text: None
 
 
@@ -253,22 +256,25 @@ def restoration_path(out: Path, task: str, method: str, image: str) -> Path:
 
 
 def read_rows(path: Path) -> list[Row]:
-    """Rows of an earlier run's results.csv; a line cut short by an interruption is dropped."""
+    """Rows of an earlier run's results.csv, the last one per (task, method, image); a line cut short
+    by an interruption is dropped."""
     if not path.is_file():
         return []
-    rows = []
+    rows: dict[tuple[str, str, str], Row] = {}
     with open(path, newline="") as f:
         for record in csv.DictReader(f):
             try:
-                rows.append(Row(
+                row = Row(
                     task=record["task"], method=record["method"], image=record["image"], index=int(record["index"]),
                     status=record["status"], psnr=float(record["psnr"]), ssim=float(record["ssim"]),
                     lpips=float(record["lpips"]), nfe=int(record["nfe"]), steps=int(record["steps"]),
-                    seconds=float(record["seconds"]), error=record["error"] or "",
-                ))
+                    seconds=float(record["seconds"]), error=record["error"] or "", config=record.get("config") or "",
+                )
             except (KeyError, TypeError, ValueError):
                 continue
-    return rows
+            rows.pop((row.task, row.method, row.image), None)
+            rows[(row.task, row.method, row.image)] = row
+    return list(rows.values())
 
 
 def prepare_out(options: BenchOptions) -> list[Row]:
@@ -322,14 +328,15 @@ def run_suite(
 ) -> list[Row]:
     """Every image × task × method not done already; rows are appended to results.csv as they finish."""
     rows = prepare_out(options)
-    done = {(r.task, r.method, r.image) for r in rows}
+    done = {(r.task, r.method, r.image): r.config for r in rows}
     progress.on_start(len(files) * len(tasks) * len(methods))
-    for row in rows:
-        progress.on_row(row)
     references: dict[int, Tensor] = {}
     for task in tasks:
         for method in methods:
-            todo = [(i, path) for i, path in enumerate(files) if (task.name, method.label, path.stem) not in done]
+            config = method_config(task, method, options)
+            todo = [(i, path) for i, path in enumerate(files) if done.get((task.name, method.label, path.stem)) != config]
+            for _ in range(len(files) - len(todo)):
+                progress.on_row(None)
             for start in range(0, len(todo), options.batch_size):
                 chunk = todo[start : start + options.batch_size]
                 problems, new_rows = [], []
@@ -339,16 +346,25 @@ def run_suite(
                             references[index] = load_reference(path, options.size)
                         problems.append(make_problem(task, references[index], index, path.stem))
                     except RestoreError as err:  # this image cannot enter the task (size, kernel, …)
-                        new_rows.append(Row(task.name, method.label, path.stem, index, "failed", error=str(err)))
+                        new_rows.append(Row(task.name, method.label, path.stem, index, "failed", error=str(err), config=config))
                 if problems:
                     progress.on_work(f"{task.name} · {method.label} · {', '.join(p.name for p in problems)}")
                     new_rows += run_method(task, method, problems, denoiser, options, lpips)
                 for row in new_rows:
-                    rows.append(row)
+                    rows = [r for r in rows if (r.task, r.method, r.image) != (row.task, row.method, row.image)] + [row]
                     with open(options.out / "results.csv", "a", newline="") as f:
                         f.write(_csv_text([row], header=False))
                     progress.on_row(row)
+    _write_rows(options.out / "results.csv", rows)  # one row per key, superseded rows dropped
     return rows
+
+
+def method_config(task: BenchTask, method: Method, options: BenchOptions) -> str:
+    """What decides a method's numbers besides the problem: steps and hyperparameters, or the baseline's."""
+    if method.sampler is None:
+        return f"{task.baseline_name}; Wiener balance {WIENER_BALANCE}; TV weight {TV_WEIGHT}"
+    defaults = defaults_for(method.sampler, task.family)
+    return f"{method.steps or options.steps or defaults.steps} steps; {defaults.params!r}"
 
 
 def run_method(task: BenchTask, method: Method, problems: list[Problem], denoiser, options: BenchOptions, lpips) -> list[Row]:
@@ -363,14 +379,15 @@ def run_method(task: BenchTask, method: Method, problems: list[Problem], denoise
         else:
             info = get_sampler(method.sampler)
             if info.needs_svd and not problems[0].operator.has_svd:
-                return [Row(task.name, method.label, p.name, p.index, "n/a", error=f"{method.sampler} needs an SVD")
-                        for p in problems]
+                return [Row(task.name, method.label, p.name, p.index, "n/a", error=f"{method.sampler} needs an SVD",
+                            config=method_config(task, method, options)) for p in problems]
             defaults = defaults_for(method.sampler, task.family)
             steps = method.steps or options.steps or defaults.steps
             nfe = info.nfe(steps)
             x_hat = solve_batch(info, denoiser, problems, steps, defaults.params, options.seed)
     except RestoreError as err:
-        return [Row(task.name, method.label, p.name, p.index, "failed", error=str(err)) for p in problems]
+        return [Row(task.name, method.label, p.name, p.index, "failed", error=str(err),
+                    config=method_config(task, method, options)) for p in problems]
     seconds = (time.time() - start) / len(problems)
     x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().cpu().clamp(-1, 1)
     x = torch.cat([p.x for p in problems])
@@ -381,7 +398,7 @@ def run_method(task: BenchTask, method: Method, problems: list[Problem], denoise
         write_image(restoration_path(options.out, task.name, method.label, p.name), x_hat[b])
         rows.append(Row(task.name, method.label, p.name, p.index, "ok",
                         **{k: round(float(v[b]), 4) for k, v in values.items()},
-                        nfe=nfe, steps=steps, seconds=round(seconds, 3)))
+                        nfe=nfe, steps=steps, seconds=round(seconds, 3), config=method_config(task, method, options)))
     return rows
 
 

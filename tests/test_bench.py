@@ -107,3 +107,25 @@ def test_ct_noise_follows_the_sinogram_maximum(two_images):
     clean_unit = problem.operator.A((problem.x + 1) / 2)
     assert problem.noise.sigma == pytest.approx(2 * 0.005 * float(clean_unit.abs().max()))
     assert problem.y.shape[-2] == 60
+
+
+def test_a_changed_default_redoes_only_its_rows(two_images, tiny_prior, tmp_path, monkeypatch, one_thread):
+    import dataclasses
+
+    from restore.samplers import defaults
+
+    out = tmp_path / "bench"
+    args = ["bench", two_images, "--out", out, "--prior", tiny_prior, "--size", SIZE, "--steps", "2",
+            "--tasks", "sr4,denoise", "--samplers", "diffpir", "--quiet"]
+    assert invoke(*args).exit_code == 0
+    before = {(r["task"], r["method"], r["image"]): r["config"] for r in read_results(out)}
+    old = defaults.TABLE["diffpir"]["superres"]
+    monkeypatch.setitem(defaults.TABLE["diffpir"], "superres", dataclasses.replace(old, params=dataclasses.replace(old.params, zeta=0.9)))
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png") if p.parent != out}
+    assert invoke(*args).exit_code == 0
+    after = {(r["task"], r["method"], r["image"]): r["config"] for r in read_results(out)}
+    assert after.keys() == before.keys()  # one row per key: the superseded ones are gone
+    changed = {k for k in after if after[k] != before[k]}
+    assert changed == {("sr4", "diffpir", "camera"), ("sr4", "diffpir", "rocket")} and "zeta=0.9" in after[("sr4", "diffpir", "camera")]
+    redone = {p for p, t in stamps.items() if p.stat().st_mtime_ns != t}
+    assert redone == {bench.restoration_path(out, "sr4", "diffpir", name) for name in ("camera", "rocket")}
