@@ -14,16 +14,11 @@ import time
 
 import torch
 
+from restore.bench import centre_crop
 from restore.io import list_images, read_image
 from restore.metrics import psnr
 from restore.prior.registry import load_prior
 from restore.prior.schedule import timestep_for_sigma
-
-
-def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top : top + size, left : left + size]
 
 
 def main() -> None:

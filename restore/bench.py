@@ -16,6 +16,7 @@ Outputs under ``out``::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import platform
@@ -298,16 +299,10 @@ def prepare_out(options: BenchOptions) -> list[Row]:
 
 
 def _write_rows(path: Path, rows: Sequence[Row]) -> None:
-    def write(f) -> None:
-        text = _csv_text(rows, header=True)
-        f.write(text.encode())
-
-    atomic_write(path, write)
+    atomic_write(path, lambda f: f.write(_csv_text(rows, header=True).encode()))
 
 
 def _csv_text(rows: Sequence[Row], header: bool) -> str:
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS)
     if header:
@@ -327,14 +322,14 @@ def run_suite(
     progress: BenchProgress = BenchProgress(),
 ) -> list[Row]:
     """Every image × task × method not done already; rows are appended to results.csv as they finish."""
-    rows = prepare_out(options)
-    done = {(r.task, r.method, r.image): r.config for r in rows}
+    rows = {(r.task, r.method, r.image): r for r in prepare_out(options)}
     progress.on_start(len(files) * len(tasks) * len(methods))
     references: dict[int, Tensor] = {}
     for task in tasks:
         for method in methods:
             config = method_config(task, method, options)
-            todo = [(i, path) for i, path in enumerate(files) if done.get((task.name, method.label, path.stem)) != config]
+            kept = {image for (t, m, image), row in rows.items() if t == task.name and m == method.label and row.config == config}
+            todo = [(i, path) for i, path in enumerate(files) if path.stem not in kept]
             for _ in range(len(files) - len(todo)):
                 progress.on_row(None)
             for start in range(0, len(todo), options.batch_size):
@@ -349,14 +344,14 @@ def run_suite(
                         new_rows.append(Row(task.name, method.label, path.stem, index, "failed", error=str(err), config=config))
                 if problems:
                     progress.on_work(f"{task.name} · {method.label} · {', '.join(p.name for p in problems)}")
-                    new_rows += run_method(task, method, problems, denoiser, options, lpips)
+                    new_rows += run_method(task, method, config, problems, denoiser, options, lpips)
                 for row in new_rows:
-                    rows = [r for r in rows if (r.task, r.method, r.image) != (row.task, row.method, row.image)] + [row]
+                    rows[(row.task, row.method, row.image)] = row
                     with open(options.out / "results.csv", "a", newline="") as f:
                         f.write(_csv_text([row], header=False))
                     progress.on_row(row)
-    _write_rows(options.out / "results.csv", rows)  # one row per key, superseded rows dropped
-    return rows
+    _write_rows(options.out / "results.csv", list(rows.values()))  # one row per key, superseded rows dropped
+    return list(rows.values())
 
 
 def method_config(task: BenchTask, method: Method, options: BenchOptions) -> str:
@@ -367,10 +362,12 @@ def method_config(task: BenchTask, method: Method, options: BenchOptions) -> str
     return f"{method.steps or options.steps or defaults.steps} steps; {defaults.params!r}"
 
 
-def run_method(task: BenchTask, method: Method, problems: list[Problem], denoiser, options: BenchOptions, lpips) -> list[Row]:
-    """Restore a batch of problems with one method (batches split where the noise level differs)."""
+def run_method(task: BenchTask, method: Method, config: str, problems: list[Problem], denoiser, options: BenchOptions,
+               lpips) -> list[Row]:
+    """Restore a batch of problems with one method (batches split where the noise level differs);
+    ``config`` is the method's :func:`method_config`, recorded in every row."""
     if method.sampler is not None and len(problems) > 1 and len({p.noise.sigma for p in problems}) > 1:
-        return [row for p in problems for row in run_method(task, method, [p], denoiser, options, lpips)]
+        return [row for p in problems for row in run_method(task, method, config, [p], denoiser, options, lpips)]
     start = time.time()
     steps, nfe = 0, 0
     try:
@@ -380,14 +377,13 @@ def run_method(task: BenchTask, method: Method, problems: list[Problem], denoise
             info = get_sampler(method.sampler)
             if info.needs_svd and not problems[0].operator.has_svd:
                 return [Row(task.name, method.label, p.name, p.index, "n/a", error=f"{method.sampler} needs an SVD",
-                            config=method_config(task, method, options)) for p in problems]
+                            config=config) for p in problems]
             defaults = defaults_for(method.sampler, task.family)
             steps = method.steps or options.steps or defaults.steps
             nfe = info.nfe(steps)
             x_hat = solve_batch(info, denoiser, problems, steps, defaults.params, options.seed)
     except RestoreError as err:
-        return [Row(task.name, method.label, p.name, p.index, "failed", error=str(err),
-                    config=method_config(task, method, options)) for p in problems]
+        return [Row(task.name, method.label, p.name, p.index, "failed", error=str(err), config=config) for p in problems]
     seconds = (time.time() - start) / len(problems)
     x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().cpu().clamp(-1, 1)
     x = torch.cat([p.x for p in problems])
@@ -398,7 +394,7 @@ def run_method(task: BenchTask, method: Method, problems: list[Problem], denoise
         write_image(restoration_path(options.out, task.name, method.label, p.name), x_hat[b])
         rows.append(Row(task.name, method.label, p.name, p.index, "ok",
                         **{k: round(float(v[b]), 4) for k, v in values.items()},
-                        nfe=nfe, steps=steps, seconds=round(seconds, 3), config=method_config(task, method, options)))
+                        nfe=nfe, steps=steps, seconds=round(seconds, 3), config=config))
     return rows
 
 
@@ -490,15 +486,18 @@ def versions() -> dict:
 
 def write_grids(out: Path, rows: Sequence[Row], files: Sequence[Path], tasks: Sequence[BenchTask],
                 methods: Sequence[Method], size: int) -> dict[str, list[str]]:
-    """``{task}.png`` for the first GRID_IMAGES images: measurement | methods | reference; returns the column names."""
+    """``{task}.png`` for the first GRID_IMAGES images that some method restored (an image that could not
+    be read or cropped has only failed rows): measurement | methods | reference; returns the column names."""
     ok = {(r.task, r.method, r.image) for r in rows if r.status == "ok"}
     grids = {}
     for task in tasks:
-        shown = [m for m in methods if any((task.name, m.label, p.stem) in ok for p in files[:GRID_IMAGES])]
+        restored = [(i, p) for i, p in enumerate(files) if any((task.name, m.label, p.stem) in ok for m in methods)]
+        restored = restored[:GRID_IMAGES]
+        shown = [m for m in methods if any((task.name, m.label, p.stem) in ok for _, p in restored)]
         if not shown:
             continue
         lines = []
-        for index, path in enumerate(files[:GRID_IMAGES]):
+        for index, path in restored:
             problem = make_problem(task, load_reference(path, size), index, path.stem)
             x = problem.x[0]
             columns = [to_display(problem.y[0], x.shape[-2:])]

@@ -129,3 +129,16 @@ def test_a_changed_default_redoes_only_its_rows(two_images, tiny_prior, tmp_path
     assert changed == {("sr4", "diffpir", "camera"), ("sr4", "diffpir", "rocket")} and "zeta=0.9" in after[("sr4", "diffpir", "camera")]
     redone = {p for p, t in stamps.items() if p.stat().st_mtime_ns != t}
     assert redone == {bench.restoration_path(out, "sr4", "diffpir", name) for name in ("camera", "rocket")}
+
+
+def test_unreadable_or_small_images_fail_alone(two_images, tmp_path):
+    folder = tmp_path / "images"
+    shutil.copytree(two_images, folder)
+    (folder / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "bench"
+    result = invoke("bench", folder, "--out", out, "--size", SIZE, "--tasks", "sr4", "--no-baselines", "--samplers", "ddrm",
+                    "--steps", "1", "--prior", "patch-gmm", "--quiet")
+    assert result.exit_code == 1 and result.output.count("failed:") == 1 and "Traceback" not in result.output
+    statuses = {r["image"]: r["status"] for r in read_results(out)}
+    assert statuses == {"broken": "failed", "camera": "ok", "rocket": "ok"}
+    assert (out / "sr4.png").is_file() and (out / "summary.md").is_file()
