@@ -87,6 +87,7 @@ Seed = Annotated[int, typer.Option(help="Random seed; image i of a folder uses s
 NumSamples = Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 also writes their mean and an uncertainty (std) map.")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 Precision = Annotated[str, typer.Option(help="auto (bf16 on GPUs and on CPUs with native bf16, else fp32), fp32, bf16 or fp16.")]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the network (CUDA graphs on a GPU): pays for many images of one size; the first image waits about a minute.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images restored together (same size only).")]
 Out = Annotated[Optional[Path], typer.Option(help="Output folder. Default: a 'restored' folder beside the input.", show_default=False)]
 Simulate = Annotated[bool, typer.Option(help="Treat the input as the clean image: simulate the measurement, restore it, report metrics.")]
@@ -127,7 +128,7 @@ def references_from(reference: Path | None):
 
 
 def run_task(task: str, images: str, prepare_for, *, sampler, steps, prior, seed, num_samples, device, precision,
-             batch_size, out, overwrite, save_grid, save_progress, quiet, json_out, extra: dict,
+             compile_network, batch_size, out, overwrite, save_grid, save_progress, quiet, json_out, extra: dict,
              suffixes: tuple[str, ...] | None = None) -> None:
     """What every task command does: list inputs, load the prior, run with progress, report.
 
@@ -144,7 +145,7 @@ def run_task(task: str, images: str, prepare_for, *, sampler, steps, prior, seed
     out = out or default_out(images)
     quiet = quiet or json_out
     with console.status("loading prior", spinner="dots") if not quiet else _nullcontext():
-        denoiser = api.load_denoiser(prior, device, precision)
+        denoiser = api.load_denoiser(prior, device, precision, compile_mode="auto" if compile_network else None)
     lpips = load_lpips(denoiser, quiet)
     options = runner.RunOptions(task, out, settings, batch_size, overwrite, save_grid, save_progress, extra)
     records = run_with_progress(inputs, prepare_for, denoiser, options, lpips, quiet)
@@ -235,7 +236,7 @@ def inpaint(
     invert_mask: Annotated[bool, typer.Option(help="The mask's white pixels are the KEPT ones.")] = False,
     sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    batch_size: BatchSize = 1, out: Out = None, reference: Reference = None, overwrite: Overwrite = False,
+    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, reference: Reference = None, overwrite: Overwrite = False,
     save_grid: SaveGrid = False, save_progress: SaveProgress = False, quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
     """Fill in the masked pixels of images. The input is the ground truth: metrics compare against it."""
@@ -243,7 +244,8 @@ def inpaint(
 
     prepare = tasks.inpaint(mask, noise_sigma, references_from(reference), invert_mask)
     run_task("inpaint", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
+             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
+             overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
              extra={"mask": mask, "invert_mask": invert_mask, "noise": noise_sigma or 0.0})
 
@@ -256,7 +258,7 @@ def deblur(
     boundary: Annotated[str, typer.Option(help="circular (periodic; SVD, fastest), reflect or valid (real photographs).")] = "reflect",
     sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
+    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
@@ -273,7 +275,8 @@ def deblur(
         noise_sigma, simulate, references_from(reference),
     )
     run_task("deblur", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
+             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
+             overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
              extra={"kernel": kernel, "boundary": boundary, "noise": noise_sigma, "simulate": simulate})
 
@@ -304,7 +307,7 @@ def superres(
     kernel: Annotated[str, typer.Option(help="Downsampling model: bicubic (MATLAB imresize), avgpool or nearest.")] = "bicubic",
     sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
+    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
@@ -320,7 +323,8 @@ def superres(
         noise_sigma, simulate, references_from(reference),
     )
     run_task("superres", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
+             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
+             overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
              extra={"scale": scale, "kernel": kernel, "noise": noise_sigma, "simulate": simulate})
 
@@ -332,7 +336,7 @@ def denoise(
     sampler: Sampler = None, steps: Steps = None, prior: Prior = "default",
     noise_sigma: Annotated[Optional[float], typer.Option(min=0.0, help="Noise σ on the [0, 1] scale. Default: 0.1 with --simulate, else estimated from each image.", show_default=False)] = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
+    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
@@ -346,7 +350,8 @@ def denoise(
                             noise_sigma, simulate, references_from(reference))
     prepare = base if noise_sigma is not None else tasks.with_estimated_noise(base)
     run_task("denoise", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
+             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
+             overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
              extra={"noise": noise_sigma if noise_sigma is not None else "estimated", "simulate": simulate})
 
@@ -357,7 +362,7 @@ def colorize(
     images: Images,
     sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
+    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
@@ -372,7 +377,8 @@ def colorize(
         noise_sigma, simulate, references_from(reference), measured=tasks.colorize_input,
     )
     run_task("colorize", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
+             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
+             overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
              extra={"noise": noise_sigma, "simulate": simulate})
 
@@ -386,7 +392,7 @@ def mri(
     center_lines: Annotated[Optional[int], typer.Option(min=0, help="Fully sampled central columns for --acceleration (default 8% of the width).", show_default=False)] = None,
     sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
+    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
@@ -396,7 +402,8 @@ def mri(
     noise_sigma = default_noise(noise_sigma, simulate)
     prepare = tasks.mri(mask, acceleration, center_lines, noise_sigma, simulate, references_from(reference))
     run_task("mri", kspace, prepare, suffixes=None if simulate else (".npy", ".h5", ".hdf5"), sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
+             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
+             overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
              extra={"mask": mask, "acceleration": acceleration, "center_lines": center_lines, "noise": noise_sigma, "simulate": simulate})
 
@@ -411,7 +418,7 @@ def ct(
     sampler: Sampler = None, steps: Steps = None, prior: Prior = "default",
     noise_sigma: Annotated[Optional[float], typer.Option(min=0.0, help="Noise σ relative to each sinogram's maximum (the ct60 protocol uses 0.005).", show_default=False)] = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
+    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
@@ -421,7 +428,8 @@ def ct(
     noise_sigma = noise_sigma if noise_sigma is not None else (0.005 if simulate else 0.0)
     prepare = tasks.ct(angles, arc, size, noise_sigma, simulate, references_from(reference))
     run_task("ct", sinogram, prepare, suffixes=None if simulate else (".npy",), sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, batch_size=batch_size, out=out, overwrite=overwrite, save_grid=save_grid,
+             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
+             overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
              extra={"angles": angles, "arc": arc, "size": size, "noise": noise_sigma, "simulate": simulate})
 
@@ -476,7 +484,7 @@ def bench(
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N images.", show_default=False)] = None,
     steps: Steps = None,
     size: Annotated[int, typer.Option(min=16, help="Centre-crop size (the protocol's is 256; smaller for quick checks).")] = 256,
-    seed: Seed = 0, device: Device = "auto", precision: Precision = "auto", batch_size: BatchSize = 1,
+    seed: Seed = 0, device: Device = "auto", precision: Precision = "auto", compile_network: Compile = False, batch_size: BatchSize = 1,
     overwrite: Annotated[bool, typer.Option(help="Discard results in --out made with other settings and start again.")] = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
@@ -489,7 +497,7 @@ def bench(
     files = list_images(images)[:limit]
     quiet = quiet or json_out
     with console.status("loading prior", spinner="dots") if not quiet else _nullcontext():
-        denoiser = api.load_denoiser(prior, device, precision)
+        denoiser = api.load_denoiser(prior, device, precision, compile_mode="auto" if compile_network else None)
     settings = {"images": str(images.resolve()), "prior": prior, "prior_info": getattr(denoiser, "info", {}),
                 "precision": api.resolve_precision(precision, api.resolve_device(device)), "size": size, "seed": seed,
                 "steps": steps}

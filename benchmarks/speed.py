@@ -9,7 +9,9 @@ Task: ×4 super-resolution (protocol.md's sr4: bicubic, σ_y = 0.025) of 256×25
 first --images validation photographs (sample_data/ without ../shared). Every configuration runs in
 its own process, so "peak memory" is that process's (CPU: max RSS; GPU: max allocated). The PSNR
 column is the mean against the ground truth; Δ fp32 compares it with the float32 row of the same
-sampler and batch (the fast path must stay within 0.1 dB). --arch ffhq-256 uses DPS's FFHQ network
+sampler and batch (the fast path must stay within 0.1 dB). "network %" is the share of the time spent in
+the network (NFE × one evaluation timed alone, with its backward pass where the sampler needs it);
+the rest is operators, data-fidelity updates and Python. --arch ffhq-256 uses DPS's FFHQ network
 (config from ../shared/fixtures, random weights: time does not depend on them, PSNR does).
 
 --deepinv times DeepInverse's DDRM and DPS against restore's on the same network (wrapped as a
@@ -97,10 +99,39 @@ def run_one(config: dict) -> dict:
         scores += [float(psnr(x_hat[b : b + 1], p.x)) for b, p in enumerate(chunk)]
     timed_images = len(scores)
     scores = scores[: len(problems)]  # padding copies are timed but not scored
+    network_seconds = network_call_seconds(denoiser, problems[0].x.shape[1:], batch, info.backprop_network, device)
+    network_share = info.nfe(steps) * network_seconds * (timed_images // batch) / seconds
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {**config, "steps": steps, "nfe": info.nfe(steps), "s_per_image": seconds / timed_images,
-            "images_per_s": timed_images / seconds, "peak_gb": peak / 2**30, "psnr": sum(scores) / len(scores)}
+            "images_per_s": timed_images / seconds, "peak_gb": peak / 2**30, "psnr": sum(scores) / len(scores),
+            "network_share": network_share}
+
+
+def network_call_seconds(denoiser, shape, batch: int, backprop: bool, device, repeats: int = 3) -> float:
+    """Seconds of one network evaluation alone (with its backward pass for DPS-like samplers), at mid-schedule.
+
+    NFE × this, against the sampler's measured time, says where a step's time goes: the rest is the
+    operator, the data-fidelity update and Python overhead.
+    """
+    x = torch.randn(batch, *shape, device=device)
+    t = torch.full((batch,), denoiser.num_timesteps / 2, device=device)
+
+    def call():
+        if backprop:
+            x_in = x.clone().requires_grad_(True)
+            torch.autograd.grad(denoiser(x_in, t).sum(), x_in)
+        else:
+            with torch.no_grad():
+                denoiser(x, t)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    call()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - t0) / repeats
 
 
 def child(config: dict) -> dict:
@@ -113,16 +144,16 @@ def child(config: dict) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     reference = {(r["sampler"], r["batch"]): r["psnr"] for r in rows if r.get("precision") == "fp32" and "psnr" in r}
-    print("| sampler | NFE | batch | precision | device | s/image | images/s | peak GB | PSNR | Δ fp32 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| sampler | NFE | batch | precision | device | s/image | images/s | network % | peak GB | PSNR | Δ fp32 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         if "error" in r:
-            print(f"| {r['sampler']} | | {r['batch']} | {r['precision']} | {r['device']} | error: {r['error']} | | | | |")
+            print(f"| {r['sampler']} | | {r['batch']} | {r['precision']} | {r['device']} | error: {r['error']} | | | | | |")
             continue
         ref = reference.get((r["sampler"], r["batch"]))
         delta = f"{r['psnr'] - ref:+.3f}" if ref is not None else "–"
         print(f"| {r['sampler']} | {r['nfe']} | {r['batch']} | {r['precision']}{' +compile' if r['compile'] else ''} | "
-              f"{r['device']} | {r['s_per_image']:.2f} | {r['images_per_s']:.3f} | {r['peak_gb']:.2f} | {r['psnr']:.2f} | {delta} |")
+              f"{r['device']} | {r['s_per_image']:.2f} | {r['images_per_s']:.3f} | {100 * r['network_share']:.0f} | {r['peak_gb']:.2f} | {r['psnr']:.2f} | {delta} |")
 
 
 # ---- DeepInverse side by side ---------------------------------------------------------------------------

@@ -98,8 +98,8 @@ def load_denoiser(prior: str = "default", device: str = "auto", precision: str =
     """The prior ``prior`` (a registry name or a weights file) as a denoiser on ``device``.
 
     On a GPU, float32 matrix products and convolutions may use TF32 (what "fp32" means there in
-    practice); ``compile_mode`` ("default", or "reduce-overhead" for CUDA graphs) torch.compiles the
-    network for the fixed-shape sampling steps.
+    practice); ``compile_mode`` ("default", or "reduce-overhead" for CUDA graphs; "auto" picks CUDA
+    graphs on a GPU) torch.compiles the network for the fixed-shape sampling steps.
     """
     from restore.prior.registry import load_prior
 
@@ -107,6 +107,8 @@ def load_denoiser(prior: str = "default", device: str = "auto", precision: str =
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if compile_mode == "auto":
+        compile_mode = "reduce-overhead" if dev.type == "cuda" else "default"
     return load_prior(prior, device=str(dev), precision=resolve_precision(precision, dev), compile_mode=compile_mode)
 
 

@@ -208,6 +208,18 @@ def test_train_anneal_continues_from_weights_and_stops_at_the_anneal_step(images
     assert training["train_config"]["anneal_start"] == 2 and training["train_config"]["low_t_fraction"] == 0.9
 
 
+def test_a_constant_rate_run_resumed_with_anneal_to_anneals_from_where_it_stands(images, tmp_path):
+    out = tmp_path / "p.safetensors"
+    base = ["train", images, "--out", out, "--channels", "32", "--crop", "16", "--batch-size", "2", "--quiet"]
+    assert invoke(*base, "--steps", "2").exit_code == 0
+    assert invoke(*base, "--anneal-to", "4").exit_code == 0  # resumes the .ckpt, anneals steps 2 → 4, stops
+    training = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert training["steps"] == 4 and training["train_config"]["anneal_start"] == 2
+    assert training["train_config"]["anneal_end"] == 4
+    behind = invoke(*base, "--anneal-to", "3")
+    assert behind.exit_code == 1 and "already at step 4" in behind.output
+
+
 def test_readme_job_on_sample_data_with_masks_matched_by_name(tiny_prior, tmp_path):
     """The quick start's command (on two of the sample images, with the tiny prior and few steps)."""
     images = tmp_path / "images"
@@ -282,3 +294,14 @@ def test_mask_glob_matched_by_name(images, tiny_prior, tmp_path):
     write_image(masks / "a.png", -torch.ones(1, 24, 32))
     result = invoke("inpaint", images / "a.png", "--mask", str(masks / "*.png"), "--out", tmp_path / "o", *fast(tiny_prior))
     assert result.exit_code == 0, result.output
+
+
+def test_compile_switch_restores_the_same_image(images, tiny_prior, tmp_path):
+    """--compile (torch.compile of the network; CUDA graphs on a GPU) computes what the eager network does."""
+    args = ["denoise", images / "a.png", "--noise-sigma", "0.1", "--simulate", *fast(tiny_prior), "--precision", "fp32"]
+    assert invoke(*args, "--out", tmp_path / "eager").exit_code == 0
+    result = invoke(*args, "--out", tmp_path / "compiled", "--compile")
+    assert result.exit_code == 0, result.output
+    eager = read_image(tmp_path / "eager" / "a.png").pixels
+    compiled = read_image(tmp_path / "compiled" / "a.png").pixels
+    assert (eager - compiled).abs().max() <= 2 / 255 * 2  # [-1, 1] pixels, at most a rounding step apart

@@ -117,11 +117,24 @@ def test_denoiser_any_size_and_grayscale():
 def test_padding_does_not_change_multiples_of_the_network_size():
     """An image already a multiple of the size multiple goes through unpadded: equal to the raw network."""
     net = tiny_net()
-    denoiser = UNetDenoiser(net, make_betas("linear"))
+    denoiser = UNetDenoiser(net, make_betas("linear"), clip_x0=False)
     x, t = torch.randn(1, 3, 32, 32), 50
     ab = denoiser.alpha_bar(t, x)
     raw_eps = net(x, torch.tensor([float(t)]))[:, :3]
     assert torch.allclose(denoiser(x, t), (x - (1 - ab).sqrt() * raw_eps) / ab.sqrt(), atol=1e-6)
+
+
+def test_x0_is_clipped_to_the_image_range_and_eps_follows():
+    net = tiny_net()
+    clipped, raw = UNetDenoiser(net, make_betas("linear")), UNetDenoiser(net, make_betas("linear"), clip_x0=False)
+    x_t, t = 3 * torch.randn(2, 3, 32, 32), 900
+    x0, x0_raw = clipped(x_t, t), raw(x_t, t)
+    assert x0.abs().max() <= 1 + 1e-3 and x0_raw.abs().max() > 1.5  # the raw estimate leaves the range at high noise
+    inside = x0_raw.abs() < 1
+    assert torch.allclose(x0[inside], x0_raw[inside], atol=1e-3)
+    assert torch.allclose(x0, x0_raw.clamp(-1, 1), atol=1e-3)
+    ab = clipped.alpha_bar(t, x_t)
+    assert torch.allclose(clipped.eps(x_t, t), (x_t - ab.sqrt() * x0) / (1 - ab).sqrt(), atol=1e-4)
 
 
 def test_bf16_wrapper_stays_close_to_fp32():
@@ -248,7 +261,7 @@ def test_grayscale_through_the_rgb_prior_is_the_exact_gray_posterior_mean():
     """One noisy gray channel counts as three channels at 3× the variance: exact for a gray Gaussian prior."""
     schedule = UNetDenoiser(tiny_net(), make_betas("linear"))
     s = 0.5
-    denoiser = UNetDenoiser(_GrayGaussianRGBNet(schedule, s), make_betas("linear"), channels_last=False)
+    denoiser = UNetDenoiser(_GrayGaussianRGBNet(schedule, s), make_betas("linear"), channels_last=False, clip_x0=False)
     x_t = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     for t in (30.0, 400.0):
         ab = float(denoiser.alpha_bar(t, x_t).reshape(-1)[0])

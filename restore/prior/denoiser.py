@@ -75,8 +75,12 @@ class UNetDenoiser(Denoiser):
     """An ADM UNet predicting ε, wrapped for any image size, 1 or 3 channels and mixed precision."""
 
     def __init__(self, net: UNetModel, betas: Tensor, precision: str = "fp32", channels_last: bool = False,
-                 compile_mode: str | None = None) -> None:
+                 compile_mode: str | None = None, clip_x0: bool = True) -> None:
         super().__init__(betas)
+        #: clip x̂0 to the image range [-1, 1] (guided-diffusion's ``clip_denoised``), ε̂ following from
+        #: the clipped x̂0. The projection onto the range can only bring x̂0 closer to any image; it
+        #: matters at high noise, where ε̂ / sqrt(ᾱ) magnifies the network's error (x̂0 spread ±3.7 at t = 999).
+        self.clip_x0 = clip_x0
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
         self.net = net.eval().requires_grad_(False)
@@ -143,11 +147,19 @@ class UNetDenoiser(Denoiser):
             return torch.cat([eps, out[:, 3:].mean(dim=1, keepdim=True)], dim=1)
         return eps
 
+    def _clipped(self, x_t: Tensor, t: Tensor | float, eps: Tensor) -> Tensor:
+        """ε̂ of the x̂0 clipped to [-1, 1] (unchanged where x̂0 is inside the range)."""
+        if not self.clip_x0:
+            return eps
+        ab = self.alpha_bar(t, x_t)
+        x0 = ((x_t - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+        return (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
+
     def eps(self, x_t: Tensor, t: Tensor | float) -> Tensor:
         out = self._network(x_t, t)
-        return out[:, : x_t.shape[1]]
+        return self._clipped(x_t, t, out[:, : x_t.shape[1]])
 
     def eps_and_v(self, x_t: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor | None]:
         out = self._network(x_t, t)
         channels = x_t.shape[1]
-        return out[:, :channels], (out[:, channels:] if self.net.config.learn_sigma else None)
+        return self._clipped(x_t, t, out[:, :channels]), (out[:, channels:] if self.net.config.learn_sigma else None)

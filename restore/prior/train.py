@@ -226,7 +226,13 @@ def train(
     out = Path(out)
     ckpt = out.with_suffix(".ckpt")
     if resume and ckpt.exists():
+        wanted_anneal_end = config.anneal_end if config else 0
         state, config = load_checkpoint(ckpt)
+        if wanted_anneal_end and wanted_anneal_end != config.anneal_end:
+            # a run trained at constant rate, now asked to anneal: the anneal starts where it stands
+            if wanted_anneal_end <= state.step:
+                raise RestoreError(f"cannot anneal to step {wanted_anneal_end}: {ckpt} is already at step {state.step}")
+            config = dataclasses.replace(config, anneal_start=state.step, anneal_end=wanted_anneal_end)
     else:
         config = config or TrainConfig()
         state = new_state(config)
