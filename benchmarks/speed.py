@@ -4,6 +4,7 @@
     python benchmarks/speed.py --samplers ddrm,dps:100 --precision fp32,bf16 --batch 1,2
     python benchmarks/speed.py --device cuda --arch ffhq-256 --samplers dps:1000 --batch 1,8 --compile
     python benchmarks/speed.py --deepinv --steps 20             # DeepInverse 0.5 on the same network
+    python benchmarks/speed.py --network --compile --batch 1,4   # one network call: what each CPU setting buys
 
 Task: ×4 super-resolution (protocol.md's sr4: bicubic, σ_y = 0.025) of 256×256 centre crops of the
 first --images validation photographs (sample_data/ without ../shared). Every configuration runs in
@@ -134,6 +135,53 @@ def network_call_seconds(denoiser, shape, batch: int, backprop: bool, device, re
     return (time.perf_counter() - t0) / repeats
 
 
+def run_network(config: dict) -> dict:
+    """Seconds per network evaluation (no gradients) of one (precision, channels-last, compile, threads, batch)."""
+    from restore.prior.registry import load_prior
+
+    torch.set_num_threads(config["threads"])
+    compile_mode = "default" if config["compile"] else None
+    denoiser = load_prior("default", device=config["device"], precision=config["precision"],
+                          channels_last=config["channels_last"], compile_mode=compile_mode)
+    x = torch.randn(config["batch"], 3, 256, 256, generator=torch.Generator().manual_seed(0)).to(config["device"])
+    t = torch.full((config["batch"],), 200.0)
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        first = denoiser(x, t)  # warm-up: kernels, allocator, compilation
+        warmup = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(config["repeats"]):
+            denoiser(x, t)
+        seconds = (time.perf_counter() - t0) / config["repeats"]
+        reference = load_prior("default", device=config["device"], precision="fp32", channels_last=False)(x, t)
+    return {**config, "s_per_call": seconds, "s_per_image": seconds / config["batch"], "warmup_s": warmup,
+            "max_diff_fp32": float((first - reference).abs().max())}
+
+
+def network_table(args) -> list[dict]:
+    """Every combination of the --network options, each in its own process; prints a Markdown table."""
+    rows = []
+    for threads in (int(n) for n in args.network_threads.split(",")):
+        for precision in args.precision.split(","):
+            for channels_last in (True, False):
+                for compiled in ((False, True) if args.compile else (False,)):
+                    for batch in (int(b) for b in args.batch.split(",")):
+                        config = {"mode": "network", "device": args.device, "precision": precision, "threads": threads,
+                                  "channels_last": channels_last, "compile": compiled, "batch": batch, "repeats": 5}
+                        rows.append(child(config))
+                        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    print(f"default prior, one network evaluation at 256×256 (no gradients), {args.device}, torch {torch.__version__}")
+    print("| threads | precision | channels-last | compile | batch | s/evaluation | s/image | warm-up s | max |Δ| vs fp32 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['threads']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['batch']} | error: {r['error']} | | | |")
+            continue
+        print(f"| {r['threads']} | {r['precision']} | {'yes' if r['channels_last'] else 'no'} | {'yes' if r['compile'] else 'no'} | "
+              f"{r['batch']} | {r['s_per_call']:.3f} | {r['s_per_image']:.3f} | {r['warmup_s']:.1f} | {r['max_diff_fp32']:.4f} |")
+    return rows
+
+
 def child(config: dict) -> dict:
     command = [sys.executable, __file__, "--child", json.dumps(config)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -252,13 +300,22 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--deepinv", action="store_true", help="time DeepInverse on the same network instead")
     parser.add_argument("--steps", type=int, default=20, help="--deepinv: steps of DDRM and DPS")
+    parser.add_argument("--network", action="store_true",
+                        help="time one network evaluation instead: precision × channels-last (on/off) × --compile (off/on) × threads × batch")
+    parser.add_argument("--network-threads", default="1,2", help="--network: thread counts, comma-separated")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(json.loads(args.child))))
+        config = json.loads(args.child)
+        print(json.dumps(run_network(config) if config.get("mode") == "network" else run_one(config)))
         return
     if args.deepinv:
         deepinv_comparison(args)
+        return
+    if args.network:
+        rows = network_table(args)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
         return
     rows = []
     for sampler in args.samplers.split(","):
