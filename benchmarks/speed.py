@@ -60,7 +60,7 @@ def load_denoiser(arch: str, device: str, precision: str, compile_network: bool)
         torch.manual_seed(0)
         net = UNetModel(UNetConfig.from_dict(config))
         denoiser = UNetDenoiser(net.to(device), make_betas("linear"), precision=precision,
-                                channels_last=torch.device(device).type == "cpu", compile_mode=compile_mode).to(device)
+                                channels_last=True, compile_mode=compile_mode).to(device)
     if torch.device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as restore.api does
     return denoiser
