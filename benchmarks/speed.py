@@ -45,25 +45,31 @@ def image_files(count: int) -> list[Path]:
 
 
 def load_denoiser(arch: str, device: str, precision: str, compile_network: bool):
-    from restore.prior.registry import load_prior
+    from restore import api
 
-    compile_mode = ("reduce-overhead" if torch.device(device).type == "cuda" else "default") if compile_network else None
     if arch == "default":
-        denoiser = load_prior("default", device=device, precision=precision, compile_mode=compile_mode)
-    else:  # a public architecture with random weights (the fixtures give its exact config)
-        from restore.prior.denoiser import UNetDenoiser
-        from restore.prior.schedule import make_betas
-        from restore.prior.unet import UNetConfig, UNetModel
+        return api.load_denoiser("default", device, precision, compile_mode="auto" if compile_network else None)
+    # a public architecture with random weights (the fixtures give its exact config)
+    from restore.prior.denoiser import UNetDenoiser
+    from restore.prior.schedule import make_betas
+    from restore.prior.unet import UNetConfig, UNetModel
 
-        fixture = {"ffhq-256": "adm_ffhq256_keys.json", "imagenet-256": "adm_imagenet256_uncond_keys.json"}[arch]
-        config = json.loads((SHARED / "fixtures" / fixture).read_text())["config"]
-        torch.manual_seed(0)
-        net = UNetModel(UNetConfig.from_dict(config))
-        denoiser = UNetDenoiser(net.to(device), make_betas("linear"), precision=precision,
-                                channels_last=True, compile_mode=compile_mode).to(device)
-    if torch.device(device).type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as restore.api does
-    return denoiser
+    compile_mode = api.prepare_network_device(torch.device(device), "auto" if compile_network else None)
+    fixture = {"ffhq-256": "adm_ffhq256_keys.json", "imagenet-256": "adm_imagenet256_uncond_keys.json"}[arch]
+    config = json.loads((SHARED / "fixtures" / fixture).read_text())["config"]
+    torch.manual_seed(0)
+    net = UNetModel(UNetConfig.from_dict(config))
+    return UNetDenoiser(net.to(device), make_betas("linear"), precision=precision, channels_last=True,
+                        compile_mode=compile_mode).to(device)
+
+
+def markdown_row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def print_header(*columns: str) -> None:
+    print(markdown_row(*columns))
+    print(markdown_row(*["---"] * len(columns)))
 
 
 def run_one(config: dict) -> dict:
@@ -137,23 +143,24 @@ def network_call_seconds(denoiser, shape, batch: int, backprop: bool, device, re
 
 def run_network(config: dict) -> dict:
     """Seconds per network evaluation (no gradients) of one (precision, channels-last, compile, threads, batch)."""
+    from restore.api import prepare_network_device
     from restore.prior.registry import load_prior
 
     torch.set_num_threads(config["threads"])
-    compile_mode = "default" if config["compile"] else None
+    device = torch.device(config["device"])
+    compile_mode = prepare_network_device(device, "auto" if config["compile"] else None)
     denoiser = load_prior("default", device=config["device"], precision=config["precision"],
                           channels_last=config["channels_last"], compile_mode=compile_mode)
     x = torch.randn(config["batch"], 3, 256, 256, generator=torch.Generator().manual_seed(0)).to(config["device"])
     t = torch.full((config["batch"],), 200.0)
+    t0 = time.perf_counter()
     with torch.no_grad():
-        t0 = time.perf_counter()
         first = denoiser(x, t)  # warm-up: kernels, allocator, compilation
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         warmup = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for _ in range(config["repeats"]):
-            denoiser(x, t)
-        seconds = (time.perf_counter() - t0) / config["repeats"]
         reference = load_prior("default", device=config["device"], precision="fp32", channels_last=False)(x, t)
+    seconds = network_call_seconds(denoiser, x.shape[1:], config["batch"], False, device, config["repeats"])
     return {**config, "s_per_call": seconds, "s_per_image": seconds / config["batch"], "warmup_s": warmup,
             "max_diff_fp32": float((first - reference).abs().max())}
 
@@ -171,14 +178,15 @@ def network_table(args) -> list[dict]:
                         rows.append(child(config))
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(f"default prior, one network evaluation at 256×256 (no gradients), {args.device}, torch {torch.__version__}")
-    print("| threads | precision | channels-last | compile | batch | s/evaluation | s/image | warm-up s | max |Δ| vs fp32 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print_header("threads", "precision", "channels-last", "compile", "batch", "s/evaluation", "s/image", "warm-up s",
+                 "max |Δ| vs fp32")
     for r in rows:
+        setting = (r["threads"], r["precision"], "yes" if r["channels_last"] else "no", "yes" if r["compile"] else "no", r["batch"])
         if "error" in r:
-            print(f"| {r['threads']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['batch']} | error: {r['error']} | | | |")
+            print(markdown_row(*setting, f"error: {r['error']}", "", "", ""))
             continue
-        print(f"| {r['threads']} | {r['precision']} | {'yes' if r['channels_last'] else 'no'} | {'yes' if r['compile'] else 'no'} | "
-              f"{r['batch']} | {r['s_per_call']:.3f} | {r['s_per_image']:.3f} | {r['warmup_s']:.1f} | {r['max_diff_fp32']:.4f} |")
+        print(markdown_row(*setting, f"{r['s_per_call']:.3f}", f"{r['s_per_image']:.3f}", f"{r['warmup_s']:.1f}",
+                           f"{r['max_diff_fp32']:.4f}"))
     return rows
 
 
@@ -192,16 +200,18 @@ def child(config: dict) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     reference = {(r["sampler"], r["batch"]): r["psnr"] for r in rows if r.get("precision") == "fp32" and "psnr" in r}
-    print("| sampler | NFE | batch | precision | device | s/image | images/s | network % | peak GB | PSNR | Δ fp32 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print_header("sampler", "NFE", "batch", "precision", "device", "s/image", "images/s", "network %", "peak GB", "PSNR",
+                 "Δ fp32")
     for r in rows:
+        precision = r["precision"] + (" +compile" if r["compile"] else "")
         if "error" in r:
-            print(f"| {r['sampler']} | | {r['batch']} | {r['precision']} | {r['device']} | error: {r['error']} | | | | | |")
+            print(markdown_row(r["sampler"], "", r["batch"], precision, r["device"], f"error: {r['error']}", "", "", "", "", ""))
             continue
         ref = reference.get((r["sampler"], r["batch"]))
         delta = f"{r['psnr'] - ref:+.3f}" if ref is not None else "–"
-        print(f"| {r['sampler']} | {r['nfe']} | {r['batch']} | {r['precision']}{' +compile' if r['compile'] else ''} | "
-              f"{r['device']} | {r['s_per_image']:.2f} | {r['images_per_s']:.3f} | {100 * r['network_share']:.0f} | {r['peak_gb']:.2f} | {r['psnr']:.2f} | {delta} |")
+        print(markdown_row(r["sampler"], r["nfe"], r["batch"], precision, r["device"], f"{r['s_per_image']:.2f}",
+                           f"{r['images_per_s']:.3f}", f"{100 * r['network_share']:.0f}", f"{r['peak_gb']:.2f}",
+                           f"{r['psnr']:.2f}", delta))
 
 
 # ---- DeepInverse side by side ---------------------------------------------------------------------------

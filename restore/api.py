@@ -104,12 +104,18 @@ def load_denoiser(prior: str = "default", device: str = "auto", precision: str =
     from restore.prior.registry import load_prior
 
     dev = resolve_device(device)
+    compile_mode = prepare_network_device(dev, compile_mode)
+    return load_prior(prior, device=str(dev), precision=resolve_precision(precision, dev), compile_mode=compile_mode)
+
+
+def prepare_network_device(dev: torch.device, compile_mode: str | None = None) -> str | None:
+    """Allow TF32 on a GPU and resolve ``compile_mode`` "auto" (CUDA graphs on a GPU, plain compile on CPU)."""
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if compile_mode == "auto":
-        compile_mode = "reduce-overhead" if dev.type == "cuda" else "default"
-    return load_prior(prior, device=str(dev), precision=resolve_precision(precision, dev), compile_mode=compile_mode)
+        return "reduce-overhead" if dev.type == "cuda" else "default"
+    return compile_mode
 
 
 def generators(seed: int, indices: list[int], num_samples: int = 1, purpose: int = 0) -> list[torch.Generator]:
