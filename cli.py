@@ -479,6 +479,7 @@ def bench(
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks of the suite (../shared/protocol.md): sr4, gblur, mblur, box, random70, denoise, mri4x, ct60.")] = "sr4,gblur,mblur,box,random70,denoise,mri4x,ct60",
     samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir",
     baselines: Annotated[bool, typer.Option(help="Also run each task's classical baseline (bicubic, Wiener, biharmonic, TV, zero-filled, FBP).")] = True,
+    samples: Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 scores their mean (the MMSE estimate, labelled NAME+meanN) at N times the cost.")] = 1,
     prior: Prior = "default",
     out: Annotated[Path, typer.Option(help="Results folder: results.csv, summary.md, a picture per task. Rerunning resumes.")] = Path("bench_results"),
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N images.", show_default=False)] = None,
@@ -493,7 +494,7 @@ def bench(
     from restore.io import list_images
 
     task_list = suite.parse_tasks(tasks)
-    methods = suite.parse_methods(samplers, baselines)
+    methods = suite.parse_methods(samplers, baselines, samples)
     files = list_images(images)[:limit]
     quiet = quiet or json_out
     with console.status("loading prior", spinner="dots") if not quiet else _nullcontext():
@@ -617,11 +618,14 @@ def train(
     minutes: Annotated[Optional[float], typer.Option(min=0.0, help="Stop after this many minutes.", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Stop at this many total steps.", show_default=False)] = None,
     channels: Annotated[int, typer.Option(min=32, help="Base channel count of the UNet (multiple of 32).")] = 32,
+    channel_mult: Annotated[str, typer.Option(help="Channel multiplier of each UNet level, comma-separated (one level per halving of the resolution).")] = "1,2,3,4",
     crop: Annotated[int, typer.Option(min=16, help="Training crop size in pixels.")] = 64,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 16,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 3e-4,
     low_t_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops noised at a low level (t < 300 of 1000) rather than uniformly: weight on denoising quality.")] = 0.5,
     anneal_to: Annotated[Optional[int], typer.Option(min=1, help="Anneal the learning rate to zero (cosine) by this total step, then stop.", show_default=False)] = None,
+    anneal: Annotated[bool, typer.Option("--anneal", help="With --minutes: anneal the learning rate to zero (cosine) over those minutes (for a machine whose speed is not known ahead).")] = False,
+    device: Annotated[str, typer.Option(help="auto (a CUDA GPU when there is one), cpu or cuda.")] = "auto",
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT's .ckpt when it exists.")] = True,
     init_from: Annotated[Optional[Path], typer.Option(help="Without a .ckpt: start from these weights (e.g. the shipped prior's) with a fresh optimizer.", show_default=False)] = None,
@@ -632,6 +636,7 @@ def train(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from restore.api import resolve_device
     from restore.errors import RestoreError
     from restore.prior.train import TrainConfig, train as run_training
 
@@ -639,9 +644,18 @@ def train(
         raise RestoreError("give --minutes, --steps or --anneal-to to say when training stops")
     if channels % 32:
         raise RestoreError(f"--channels must be a multiple of 32 (GroupNorm uses 32 groups), got {channels}")
+    try:
+        levels = [int(m) for m in channel_mult.split(",")]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1 or crop % 2 ** (len(levels) - 1):
+        raise RestoreError(f"--channel-mult must be positive integers, one per level, with --crop divisible by 2^(levels-1); got '{channel_mult}'")
+    if anneal and (minutes is None or anneal_to is not None):
+        raise RestoreError("--anneal needs --minutes (the time it anneals over) and no --anneal-to")
     names = set(exclude.read_text().split()) if exclude else set()
     base = TrainConfig()
-    config = dataclasses.replace(base, unet={**base.unet, "num_channels": channels, "image_size": crop}, crop=crop,
+    unet = {**base.unet, "num_channels": channels, "image_size": crop, "channel_mult": ",".join(map(str, levels))}
+    config = dataclasses.replace(base, unet=unet, crop=crop,
                                  batch_size=batch_size, lr=lr, seed=seed, low_t_fraction=low_t_fraction,
                                  anneal_end=anneal_to or 0)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -650,7 +664,7 @@ def train(
     with Progress(*columns, console=console, disable=quiet) as bars:
         task = bars.add_task("training", total=anneal_to or steps, loss=float("nan"))
         state = run_training(images, out, config=config, exclude=names, steps=steps, minutes=minutes, resume=resume,
-                             init_from=init_from, on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
+                             init_from=init_from, anneal_over_minutes=anneal, device=resolve_device(device), on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
     console.print(f"{state.step} steps; EMA weights → {out} (config {out.with_suffix('.json')}, resume from {out.with_suffix('.ckpt')})",
                   highlight=False)
 

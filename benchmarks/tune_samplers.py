@@ -31,6 +31,8 @@ def parse_grid(items: list[str], params) -> list[dict]:
     for item in items:
         name, _, values = item.partition("=")
         kind = type(getattr(params, name))  # an unknown name is an AttributeError: say it plainly
+        if kind is type(None):  # an optional field left at None: a number
+            kind = lambda v: int(v) if v.lstrip("-").isdigit() else float(v)  # noqa: E731
         axes[name] = [kind(v) if kind is not bool else v in ("1", "true", "True") for v in values.split(",")]
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 

@@ -167,16 +167,21 @@ class Method:
     label: str
     sampler: str | None = None  # None: the baseline
     steps: int | None = None  # None: the (sampler, task) default
+    #: posterior samples per image; the restoration scored is their mean (the MMSE estimate)
+    samples: int = 1
 
 
-def parse_methods(samplers: str, baselines: bool = True) -> list[Method]:
+def parse_methods(samplers: str, baselines: bool = True, samples: int = 1) -> list[Method]:
+    """The baseline (if asked) and each ``NAME[:STEPS]`` of ``samplers``, labelled ``NAME[:STEPS]+meanN``
+    when scored on the mean of ``samples`` > 1 posterior samples."""
     methods = [Method("baseline")] if baselines else []
     for item in (s.strip() for s in samplers.split(",") if s.strip()):
         name, _, steps = item.partition(":")
         get_sampler(name)  # an unknown name is an error that lists the samplers
         if steps and not (steps.isdigit() and int(steps) > 0):
             raise RestoreError(f"'{item}': the steps after ':' must be a positive whole number")
-        methods.append(Method(item, name, int(steps) if steps else None))
+        label = item if samples == 1 else f"{item}+mean{samples}"
+        methods.append(Method(label, name, int(steps) if steps else None, samples))
     if not methods:
         raise RestoreError("nothing to run: give --samplers or keep --baselines")
     return methods
@@ -359,7 +364,8 @@ def method_config(task: BenchTask, method: Method, options: BenchOptions) -> str
     if method.sampler is None:
         return f"{task.baseline_name}; Wiener balance {WIENER_BALANCE}; TV weight {TV_WEIGHT}"
     defaults = defaults_for(method.sampler, task.family)
-    return f"{method.steps or options.steps or defaults.steps} steps; {defaults.params!r}"
+    mean = f"; mean of {method.samples} samples" if method.samples > 1 else ""
+    return f"{method.steps or options.steps or defaults.steps} steps; {defaults.params!r}{mean}"
 
 
 def run_method(task: BenchTask, method: Method, config: str, problems: list[Problem], denoiser, options: BenchOptions,
@@ -380,8 +386,8 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
                             config=config) for p in problems]
             defaults = defaults_for(method.sampler, task.family)
             steps = method.steps or options.steps or defaults.steps
-            nfe = info.nfe(steps)
-            x_hat = solve_batch(info, denoiser, problems, steps, defaults.params, options.seed)
+            nfe = info.nfe(steps) * method.samples
+            x_hat = solve_batch(info, denoiser, problems, steps, defaults.params, options.seed, method.samples)
     except RestoreError as err:
         return [Row(task.name, method.label, p.name, p.index, "failed", error=str(err), config=config) for p in problems]
     seconds = (time.time() - start) / len(problems)

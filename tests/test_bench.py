@@ -142,3 +142,18 @@ def test_unreadable_or_small_images_fail_alone(two_images, tmp_path):
     statuses = {r["image"]: r["status"] for r in read_results(out)}
     assert statuses == {"broken": "failed", "camera": "ok", "rocket": "ok"}
     assert (out / "sr4.png").is_file() and (out / "summary.md").is_file()
+
+
+def test_samples_scores_the_mean_of_posterior_samples(two_images, tiny_prior, tmp_path, one_thread):
+    """--samples 2 adds 'NAME+mean2' rows: twice the NFE, and the mean of the two seeded draws."""
+    out = tmp_path / "bench"
+    common = ["bench", two_images, "--prior", tiny_prior, "--size", SIZE, "--steps", "2", "--tasks", "denoise",
+              "--samplers", "diffpir", "--no-baselines", "--quiet", "--out", out]
+    assert invoke(*common).exit_code == 0
+    assert invoke(*common, "--samples", "2").exit_code == 0
+    rows = {(r["method"], r["image"]): r for r in read_results(out)}
+    assert float(rows[("diffpir+mean2", "rocket")]["nfe"]) == 2 * float(rows[("diffpir", "rocket")]["nfe"]) == 4
+    assert "mean of 2 samples" in rows[("diffpir+mean2", "rocket")]["config"]
+    one = bench.restoration_path(out, "denoise", "diffpir", "rocket")
+    mean = bench.restoration_path(out, "denoise", "diffpir+mean2", "rocket")
+    assert mean.is_file() and mean.read_bytes() != one.read_bytes()

@@ -220,6 +220,20 @@ def test_a_constant_rate_run_resumed_with_anneal_to_anneals_from_where_it_stands
     assert behind.exit_code == 1 and "already at step 4" in behind.output
 
 
+def test_train_anneal_over_minutes_records_the_steps_it_came_to(images, tmp_path):
+    out = tmp_path / "p.safetensors"
+    base = ["train", images, "--out", out, "--crop", "16", "--batch-size", "2", "--channel-mult", "1,2", "--quiet"]
+    assert invoke(*base, "--minutes", "0.02", "--anneal", "--device", "cpu").exit_code == 0
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["unet"]["channel_mult"] == "1,2" and info["training"]["device"] == "cpu"
+    config = info["training"]["train_config"]
+    assert config["anneal_start"] == 0 and config["anneal_end"] == info["training"]["steps"] > 0
+    for bad in (["--anneal", "--steps", "3"], ["--minutes", "1", "--channel-mult", "1,x"],
+                ["--minutes", "1", "--channel-mult", "1,2,2,2,2,2"]):  # 16 px do not halve five times
+        result = invoke(*base, *bad)
+        assert result.exit_code == 1 and "Traceback" not in result.output, bad
+
+
 def test_readme_job_on_sample_data_with_masks_matched_by_name(tiny_prior, tmp_path):
     """The quick start's command (on two of the sample images, with the tiny prior and few steps)."""
     images = tmp_path / "images"

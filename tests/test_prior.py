@@ -279,6 +279,8 @@ def test_learning_rate_warms_up_then_anneals_to_zero():
     annealed = TrainConfig(warmup_steps=10, anneal_start=100, anneal_end=200)
     scales = [learning_rate_scale(annealed, step, optimizer_steps=1000) for step in (100, 150, 200, 300)]
     assert scales == pytest.approx([1.0, 0.5, 0.0, 0.0], abs=1e-12)
+    by_time = [learning_rate_scale(constant, 0, 1000, time_progress=p) for p in (0.0, 0.5, 1.0, 1.2)]
+    assert by_time == pytest.approx([1.0, 0.5, 0.0, 0.0], abs=1e-12)
 
 
 @pytest.mark.parametrize("legacy_order", [True, False])
@@ -329,3 +331,38 @@ def test_compiled_network_computes_the_same_denoiser(one_thread):
     with torch.no_grad():
         assert torch.allclose(eager(x, 300.0), compiled(x, 300.0), atol=1e-5)
     assert compiled.net is net  # weights and config stay reachable as before
+
+
+def test_random_crops_are_dihedral_views_of_real_image_regions():
+    """Every crop is one of the 8 symmetries of a window inside one image (never the padding), and all 8 occur."""
+    from restore.prior.train import CropSource, random_crops
+
+    # pixel values 1..255 that say where they came from; portrait and landscape sizes mixed
+    shapes = [(3, 9, 6), (3, 6, 10), (3, 7, 7)]
+    images = [(torch.arange(1, 1 + 3 * h * w) % 255 + 1).to(torch.uint8).view(3, h, w).add(40 * k % 200)
+              for k, (_, h, w) in enumerate(shapes)]
+    source = CropSource.from_images(images)
+    crops = random_crops(source, 200, 4, torch.Generator().manual_seed(0))
+    assert crops.shape == (200, 3, 4, 4)
+    raw = ((crops + 1) * 127.5).round().to(torch.uint8)
+    seen = set()
+    for crop in raw:
+        matches = set()
+        for img in images:
+            for top in range(img.shape[1] - 3):
+                for left in range(img.shape[2] - 3):
+                    window = img[:, top : top + 4, left : left + 4]
+                    for s, view in enumerate(dihedral_views(window)):
+                        if torch.equal(view, crop):
+                            matches.add(s)
+        assert matches, "a crop that is no window of any image"
+        seen |= matches
+    assert seen == set(range(8))
+
+
+def dihedral_views(x):
+    views = []
+    for k in range(4):
+        turned = torch.rot90(x, k, dims=(1, 2))
+        views += [turned, turned.flip(-1)]
+    return views

@@ -228,6 +228,24 @@ def test_operators_without_svd_run_and_beat_pseudo_inverse(gaussian_problem, spe
     assert mse < 0.5 * mse_pinv, (spec, mse, mse_pinv)
 
 
+def test_cg_max_iter_bounds_each_steps_pseudo_inverse(gaussian_problem, monkeypatch):
+    p = gaussian_problem("identity", SIGMA, shape=(1, 8, 8))
+    op = operators.build("mri:equispaced:2:center_lines=2", p.shape).double()
+    y = GaussianNoise(SIGMA)(op.A(p.x), generator=torch.Generator().manual_seed(1))
+    calls, pinv_of_op = [], op.A_pinv
+
+    def counted(v, **kwargs):
+        calls.append(kwargs.get("max_iter"))
+        return pinv_of_op(v, **kwargs)
+
+    monkeypatch.setattr(op, "A_pinv", counted)
+    run(p, 2, steps=6, operator=op, y=y, params=DDNMParams(cg_max_iter=3))
+    assert calls[1:] == [3] * 6  # the first call measures s_eff with the operator's own default
+    calls.clear()
+    run(p, 2, steps=6, operator=op, y=y)
+    assert calls == [None] * 7
+
+
 def test_effective_singular_value():
     shape = (1, 6, 6)
     assert torch.allclose(effective_singular_value(PixelMask(random_mask(1)), torch.zeros(1, *shape, dtype=torch.float64)),
@@ -335,6 +353,7 @@ def test_bad_parameters(gaussian_problem):
         (DDNMParams(travel_length=0), "travel_length"), (DDNMParams(travel_repeat=0), "travel_repeat"),
         (DDNMParams(travel_repeat=1.5), "travel_repeat"), (DDNMParams(travel_length=True), "travel_length"),
         (DDNMParams(travel_length=5, travel_repeat=2), "travel_length=5 must be smaller than steps=5"),
+        (DDNMParams(cg_max_iter=0), "cg_max_iter"), (DDNMParams(cg_max_iter=2.5), "cg_max_iter"),
     ]
     for params, match in cases:
         with pytest.raises(RestoreError, match=match):

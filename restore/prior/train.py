@@ -3,8 +3,11 @@
 ε-prediction with the DDPM loss ‖ε̂ - ε‖² (Ho et al. 2020), timesteps drawn with extra weight on
 low and middle noise levels (where restoration quality is decided), random crops with flips and
 90° rotations, Adam, an exponential moving average of the weights, bf16 autocast where it pays,
-and a resumable checkpoint written every few minutes. The exported weights (EMA) load with
-:func:`restore.prior.registry.load_prior` and in guided-diffusion's ``create_model``.
+and a resumable checkpoint written every few minutes. Runs on the CPU or a CUDA GPU: the images
+live on the training device and a batch of crops is one gather there; the random draws that pick
+crops and timesteps come from a CPU generator, the noise from one on the device. The exported
+weights (EMA) load with :func:`restore.prior.registry.load_prior` and in guided-diffusion's
+``create_model``.
 """
 
 from __future__ import annotations
@@ -59,7 +62,10 @@ class TrainState:
     net: UNetModel
     ema: UNetModel
     optimizer: torch.optim.Optimizer
+    #: crops and timesteps; on the CPU so that a run is the same on any device
     generator: torch.Generator
+    #: the Gaussian noise, drawn where the network trains (the CPU generator itself on the CPU)
+    noise_generator: torch.Generator
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
 
@@ -104,19 +110,52 @@ def load_images_uint8(files: Sequence[Path], min_side: int) -> list[Tensor]:
     return images
 
 
-def random_crops(images: Sequence[Tensor], batch: int, crop: int, generator: torch.Generator) -> Tensor:
-    """A batch of random crops in [-1, 1] with random flips and 90° rotations (the 8 dihedral symmetries)."""
-    out = torch.empty(batch, 3, crop, crop)
-    for b in range(batch):
-        img = images[int(torch.randint(len(images), (1,), generator=generator))]
-        top = int(torch.randint(img.shape[1] - crop + 1, (1,), generator=generator))
-        left = int(torch.randint(img.shape[2] - crop + 1, (1,), generator=generator))
-        patch = img[:, top : top + crop, left : left + crop]
-        if torch.rand((), generator=generator) < 0.5:
-            patch = patch.flip(-1)
-        patch = torch.rot90(patch, int(torch.randint(4, (1,), generator=generator)), dims=(1, 2))
-        out[b] = patch.float() / 127.5 - 1
-    return out
+@dataclass(frozen=True)
+class CropSource:
+    """Training images padded into one uint8 tensor, so that a whole batch of crops is one gather.
+
+    Portrait images are turned landscape first (the crops get random 90° turns anyway), which makes a
+    folder of same-sized photographs pad to nothing.
+    """
+
+    stack: Tensor  # (N, 3, H, W) uint8
+    sizes: Tensor  # (N, 2) int64: each image's own height and width inside the padding
+
+    @classmethod
+    def from_images(cls, images: Sequence[Tensor]) -> CropSource:
+        images = [img.transpose(1, 2) if img.shape[1] > img.shape[2] else img for img in images]
+        height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
+        stack = torch.zeros(len(images), 3, height, width, dtype=torch.uint8)
+        for slot, img in zip(stack, images):
+            slot[:, : img.shape[1], : img.shape[2]] = img
+        return cls(stack, torch.tensor([i.shape[1:] for i in images]))
+
+    def to(self, device: torch.device) -> CropSource:
+        return CropSource(self.stack.to(device), self.sizes)
+
+
+def random_crops(source: CropSource, batch: int, crop: int, generator: torch.Generator) -> Tensor:
+    """A batch of random crops in [-1, 1], each under a random one of the 8 dihedral symmetries.
+
+    Uniform over images, then over crop positions inside the image; made where ``source`` lives.
+    """
+    device = source.stack.device
+    _, channels, height, width = source.stack.shape
+    index = torch.randint(len(source.sizes), (batch,), generator=generator)
+    room = source.sizes[index] - crop + 1  # (batch, 2) valid top/left positions per crop
+    top, left = (torch.rand(batch, 2, generator=generator) * room).long().to(device).unbind(1)
+    flips = torch.rand(batch, 3, 1, 1, generator=generator) < 0.5
+    flip_h, flip_v, transpose = flips.to(device).unbind(1)
+    # where each output pixel comes from inside its crop; the three flips generate the 8 symmetries
+    # of the square, each with probability 1/8
+    i, j = torch.meshgrid(torch.arange(crop, device=device), torch.arange(crop, device=device), indexing="ij")
+    rows, cols = torch.where(transpose, j, i), torch.where(transpose, i, j)
+    rows = torch.where(flip_v, crop - 1 - rows, rows)
+    cols = torch.where(flip_h, crop - 1 - cols, cols)
+    corner = index.to(device) * channels * height * width + top * width + left
+    pixel = corner[:, None, None] + rows * width + cols
+    offsets = pixel[:, None] + (torch.arange(channels, device=device) * height * width)[None, :, None, None]
+    return source.stack.view(-1)[offsets].float() / 127.5 - 1
 
 
 def sample_timesteps(config: TrainConfig, batch: int, num_steps: int, generator: torch.Generator) -> Tensor:
@@ -125,22 +164,37 @@ def sample_timesteps(config: TrainConfig, batch: int, num_steps: int, generator:
     return (torch.rand(batch, generator=generator) * upper).long()
 
 
-def learning_rate_scale(config: TrainConfig, step: int, optimizer_steps: int) -> float:
-    """Linear warm-up over this optimizer's first steps, then constant or a cosine anneal to zero."""
+def learning_rate_scale(config: TrainConfig, step: int, optimizer_steps: int, time_progress: float | None = None) -> float:
+    """Linear warm-up over this optimizer's first steps, then constant or a cosine anneal to zero.
+
+    The anneal runs over the steps ``config.anneal_start`` → ``anneal_end``, or, when ``time_progress``
+    (the share of a time budget used, 0 → 1) is given, over that budget.
+    """
     warmup = min(1.0, (optimizer_steps + 1) / max(config.warmup_steps, 1))
-    if config.anneal_end <= config.anneal_start:
+    if time_progress is not None:
+        progress = time_progress
+    elif config.anneal_end <= config.anneal_start:
         return warmup
-    progress = min(1.0, max(0.0, (step - config.anneal_start) / (config.anneal_end - config.anneal_start)))
-    return warmup * 0.5 * (1 + math.cos(math.pi * progress))
+    else:
+        progress = (step - config.anneal_start) / (config.anneal_end - config.anneal_start)
+    return warmup * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
-def new_state(config: TrainConfig) -> TrainState:
+def new_state(config: TrainConfig, device: torch.device = torch.device("cpu")) -> TrainState:
     torch.manual_seed(config.seed)
     net = UNetModel(UNetConfig.from_dict(config.unet))
-    net.to(memory_format=torch.channels_last)
+    net.to(device=device, memory_format=torch.channels_last)
     ema = copy.deepcopy(net).requires_grad_(False)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
-    return TrainState(0, net, ema, optimizer, torch.Generator().manual_seed(config.seed))
+    generator = torch.Generator().manual_seed(config.seed)
+    return TrainState(0, net, ema, optimizer, generator, noise_generator_for(generator, device))
+
+
+def noise_generator_for(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """The CPU generator itself on the CPU; elsewhere a device generator seeded from it."""
+    if device.type == "cpu":
+        return generator
+    return torch.Generator(device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
 
 
 def save_checkpoint(state: TrainState, config: TrainConfig, path: Path) -> None:
@@ -160,33 +214,36 @@ def save_checkpoint(state: TrainState, config: TrainConfig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> tuple[TrainState, TrainConfig]:
+def load_checkpoint(path: Path, device: torch.device = torch.device("cpu")) -> tuple[TrainState, TrainConfig]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise RestoreError(f"cannot resume from {path}: {err}") from None
     config = TrainConfig(**json.loads(payload["train_config"]))
-    state = new_state(config)
+    state = new_state(config, device)
     state.net.load_state_dict(payload["net"])
     state.ema.load_state_dict(payload["ema"])
     state.optimizer.load_state_dict(payload["optimizer"])
     state.generator.set_state(payload["generator"])
+    state.noise_generator = noise_generator_for(state.generator, device)  # continues, not restarts, the noise
     state.step, state.seconds = int(payload["step"]), float(payload["seconds"])
     state.losses = payload["losses"].tolist()
     return state, config
 
 
-def train_step(state: TrainState, config: TrainConfig, images: Sequence[Tensor], alphas_cumprod: Tensor) -> float:
-    gen = state.generator
-    x0 = random_crops(images, config.batch_size, config.crop, gen).contiguous(memory_format=torch.channels_last)
-    t = sample_timesteps(config, config.batch_size, len(alphas_cumprod), gen)
-    noise = torch.randn(x0.shape, generator=gen).contiguous(memory_format=torch.channels_last)
+def train_step(state: TrainState, config: TrainConfig, crops: CropSource, alphas_cumprod: Tensor,
+               lr_scale: float) -> float:
+    """One Adam step on a fresh batch at learning rate ``config.lr * lr_scale``; returns the loss."""
+    gen, device = state.generator, alphas_cumprod.device
+    x0 = random_crops(crops, config.batch_size, config.crop, gen).contiguous(memory_format=torch.channels_last)
+    t = sample_timesteps(config, config.batch_size, len(alphas_cumprod), gen).to(device)
+    noise = torch.randn(x0.shape, generator=state.noise_generator, device=device)
+    noise = noise.contiguous(memory_format=torch.channels_last)
     ab = alphas_cumprod[t].float().view(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    lr_scale = learning_rate_scale(config, state.step, optimizer_steps=len(state.losses))
     for group in state.optimizer.param_groups:
         group["lr"] = config.lr * lr_scale
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         out = state.net(x_t, t.float())
     loss = (out[:, :3].float() - noise).pow(2).mean()
     if not math.isfinite(loss.item()):
@@ -198,8 +255,7 @@ def train_step(state: TrainState, config: TrainConfig, images: Sequence[Tensor],
     # EMA with warm-up (decay grows from 0 towards ema_decay), as in many diffusion codebases
     decay = min(config.ema_decay, (1 + state.step) / (10 + state.step))
     with torch.no_grad():
-        for e, p in zip(state.ema.parameters(), state.net.parameters()):
-            e.lerp_(p, 1 - decay)
+        torch._foreach_lerp_(list(state.ema.parameters()), list(state.net.parameters()), 1 - decay)
     state.step += 1
     return loss.item()
 
@@ -215,6 +271,8 @@ def train(
     checkpoint_minutes: float = 10.0,
     resume: bool = True,
     init_from: Path | None = None,
+    anneal_over_minutes: bool = False,
+    device: torch.device = torch.device("cpu"),
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainState:
     """Train (or resume) a prior; writes ``out`` (EMA weights, safetensors), its JSON config, and ``out.ckpt``.
@@ -222,12 +280,18 @@ def train(
     Stops after ``steps`` total steps or ``minutes`` of this call, whichever comes first. Without a
     checkpoint to resume, ``init_from`` (weights saved by an earlier run, e.g. the shipped prior)
     warm-starts the network and its EMA — with a fresh optimizer — and continues its step count.
+    With ``anneal_over_minutes`` the learning rate anneals to zero over the ``minutes`` budget (for a
+    fixed time on a machine whose speed is not known ahead); the final config records the steps.
     """
+    if anneal_over_minutes and (minutes is None or (config and config.anneal_end)):
+        raise RestoreError("annealing over the time budget needs --minutes and no --anneal-to")
     out = Path(out)
     ckpt = out.with_suffix(".ckpt")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest convolutions once
     if resume and ckpt.exists():
         wanted_anneal_end = config.anneal_end if config else 0
-        state, config = load_checkpoint(ckpt)
+        state, config = load_checkpoint(ckpt, device)
         if wanted_anneal_end and wanted_anneal_end != config.anneal_end:
             # a run trained at constant rate, now asked to anneal: the anneal starts where it stands
             if wanted_anneal_end <= state.step:
@@ -235,7 +299,7 @@ def train(
             config = dataclasses.replace(config, anneal_start=state.step, anneal_end=wanted_anneal_end)
     else:
         config = config or TrainConfig()
-        state = new_state(config)
+        state = new_state(config, device)
         if init_from is not None:
             warm_start(state, config, Path(init_from))
         if config.anneal_end:
@@ -243,13 +307,17 @@ def train(
     if config.anneal_end:
         steps = config.anneal_end if steps is None else min(steps, config.anneal_end)
     files = image_files(image_paths, exclude)
-    images = load_images_uint8(files, config.crop)
-    alphas_cumprod = torch.cumprod(1 - make_betas(config.schedule), dim=0)
+    crops = CropSource.from_images(load_images_uint8(files, config.crop)).to(device)
+    alphas_cumprod = torch.cumprod(1 - make_betas(config.schedule), dim=0).to(device)
+    if anneal_over_minutes:
+        config = dataclasses.replace(config, anneal_start=state.step, anneal_end=0)
     start = time.time()
     last_save = start
     while (steps is None or state.step < steps) and (minutes is None or time.time() - start < 60 * minutes):
         t0 = time.time()
-        loss = train_step(state, config, images, alphas_cumprod)
+        time_progress = (t0 - start) / (60 * minutes) if anneal_over_minutes else None
+        lr_scale = learning_rate_scale(config, state.step, len(state.losses), time_progress)
+        loss = train_step(state, config, crops, alphas_cumprod, lr_scale)
         state.seconds += time.time() - t0
         state.losses.append(loss)
         if on_step:
@@ -257,6 +325,8 @@ def train(
         if time.time() - last_save > 60 * checkpoint_minutes:
             export(state, config, out, len(files))
             last_save = time.time()
+    if anneal_over_minutes:  # what the time budget came to, in steps
+        config = dataclasses.replace(config, anneal_end=state.step)
     export(state, config, out, len(files))
     return state
 
@@ -278,9 +348,11 @@ def warm_start(state: TrainState, config: TrainConfig, path: Path) -> None:
 def export(state: TrainState, config: TrainConfig, out: Path, num_images: int) -> None:
     """Write the resumable checkpoint and the EMA weights with their config."""
     save_checkpoint(state, config, out.with_suffix(".ckpt"))
+    device = next(state.net.parameters()).device
     training = {
         "steps": state.step,
-        "cpu_seconds": round(state.seconds),
+        "cpu_seconds": round(state.seconds),  # seconds of training, on whatever device it ran
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "images": num_images,
         "train_config": asdict(config),
     }

@@ -70,6 +70,9 @@ class DDNMParams:
     travel_length: int = 1
     #: time travel: r, how often every L-th level is visited (official ``travel_repeat``; 1 = no time travel)
     travel_repeat: int = 1
+    #: operators without an SVD: conjugate-gradient iterations of each step's A⁺ (None: the operator's
+    #: own default, e.g. 500 for CT); a few iterations from zero also regularise an ill-posed A⁺
+    cg_max_iter: int | None = None
 
 
 def travel_schedule(steps: int, travel_length: int = 1, travel_repeat: int = 1) -> list[int]:
@@ -125,6 +128,8 @@ def check_params(p: DDNMParams, steps: int, num_timesteps: int) -> None:
         raise RestoreError(f"ddnm: effective_singular_value must be a finite number > 0 (or None), got {s_eff}")
     if not 1 <= steps <= num_timesteps:
         raise RestoreError(f"ddnm: steps must be in 1..{num_timesteps}, got {steps}")
+    if p.cg_max_iter is not None and (isinstance(p.cg_max_iter, bool) or not isinstance(p.cg_max_iter, int) or p.cg_max_iter < 1):
+        raise RestoreError(f"ddnm: cg_max_iter must be a whole number >= 1 (or None), got {p.cg_max_iter}")
     for name in ("travel_length", "travel_repeat"):
         value = getattr(p, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -208,7 +213,8 @@ def ddnm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
         else:
             above = sigma_next >= noise_level  # (B, 1, 1, 1)
             lam = torch.where(above, torch.ones_like(noise_level), sigma_next * keep_eps / noise_level.clamp_min(1e-30))
-            correction = operator.A_pinv(operator.A(x0) - y)
+            residual = operator.A(x0) - y
+            correction = operator.A_pinv(residual) if p.cg_max_iter is None else operator.A_pinv(residual, max_iter=p.cg_max_iter)
             x0_hat = x0 - lam * (correction.real if correction.is_complex() else correction)
             gamma = torch.where(above, (sigma_next**2 - noise_level**2).clamp_min(0).sqrt(), torch.zeros_like(noise_level))
             eps = (state - x0) / sigma_t
