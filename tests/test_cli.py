@@ -228,6 +228,10 @@ def test_train_anneal_over_minutes_records_the_steps_it_came_to(images, tmp_path
     assert info["unet"]["channel_mult"] == "1,2" and info["training"]["device"] == "cpu"
     config = info["training"]["train_config"]
     assert config["anneal_start"] == 0 and config["anneal_end"] == info["training"]["steps"] > 0
+    # again on the same --out: resumes the .ckpt and anneals anew over the new minutes
+    assert invoke(*base, "--minutes", "0.01", "--anneal", "--device", "cpu").exit_code == 0
+    again = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert again["train_config"]["anneal_start"] == info["training"]["steps"] < again["steps"]
     for bad in (["--anneal", "--steps", "3"], ["--minutes", "1", "--channel-mult", "1,x"],
                 ["--minutes", "1", "--channel-mult", "1,2,2,2,2,2"]):  # 16 px do not halve five times
         result = invoke(*base, *bad)

@@ -304,13 +304,13 @@ def train(
             warm_start(state, config, Path(init_from))
         if config.anneal_end:
             config = dataclasses.replace(config, anneal_start=state.step)
+    if anneal_over_minutes:  # a new cosine over this call's minutes, also on a resumed (even annealed) run
+        config = dataclasses.replace(config, anneal_start=state.step, anneal_end=0)
     if config.anneal_end:
         steps = config.anneal_end if steps is None else min(steps, config.anneal_end)
     files = image_files(image_paths, exclude)
     crops = CropSource.from_images(load_images_uint8(files, config.crop)).to(device)
     alphas_cumprod = torch.cumprod(1 - make_betas(config.schedule), dim=0).to(device)
-    if anneal_over_minutes:
-        config = dataclasses.replace(config, anneal_start=state.step, anneal_end=0)
     start = time.time()
     last_save = start
     while (steps is None or state.step < steps) and (minutes is None or time.time() - start < 60 * minutes):
