@@ -619,10 +619,13 @@ def train(
     steps: Annotated[Optional[int], typer.Option(min=1, help="Stop at this many total steps.", show_default=False)] = None,
     channels: Annotated[int, typer.Option(min=32, help="Base channel count of the UNet (multiple of 32).")] = 32,
     channel_mult: Annotated[str, typer.Option(help="Channel multiplier of each UNet level, comma-separated (one level per halving of the resolution).")] = "1,2,3,4",
+    res_blocks: Annotated[int, typer.Option(min=1, help="Residual blocks per UNet level (depth at every resolution).")] = 1,
     crop: Annotated[int, typer.Option(min=16, help="Training crop size in pixels.")] = 64,
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 16,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 3e-4,
-    low_t_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops noised at a low level (t < 300 of 1000) rather than uniformly: weight on denoising quality.")] = 0.5,
+    low_t_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops noised at a low level (t < --low-t-max of 1000) rather than uniformly: weight on denoising quality.")] = 0.5,
+    low_t_max: Annotated[int, typer.Option(min=1, max=1000, help="Upper end of the low noise levels (timesteps of 1000).")] = 300,
+    loss_weight: Annotated[str, typer.Option(help="eps: the DDPM ε-loss at every noise level; min-snr: Min-SNR-5 weighting (Hang et al. 2023), less weight on near-noiseless steps.")] = "eps",
     anneal_to: Annotated[Optional[int], typer.Option(min=1, help="Anneal the learning rate to zero (cosine) by this total step, then stop.", show_default=False)] = None,
     anneal: Annotated[bool, typer.Option("--anneal", help="With --minutes: anneal the learning rate to zero (cosine) over those minutes (for a machine whose speed is not known ahead).")] = False,
     device: Annotated[str, typer.Option(help="auto (a CUDA GPU when there is one), cpu or cuda.")] = "auto",
@@ -638,7 +641,7 @@ def train(
 
     from restore.api import resolve_device
     from restore.errors import RestoreError
-    from restore.prior.train import TrainConfig, train as run_training
+    from restore.prior.train import LOSS_WEIGHTS, TrainConfig, train as run_training
 
     if minutes is None and steps is None and anneal_to is None:
         raise RestoreError("give --minutes, --steps or --anneal-to to say when training stops")
@@ -654,9 +657,13 @@ def train(
         raise RestoreError("--anneal needs --minutes (the time it anneals over) and no --anneal-to")
     names = set(exclude.read_text().split()) if exclude else set()
     base = TrainConfig()
-    unet = {**base.unet, "num_channels": channels, "image_size": crop, "channel_mult": ",".join(map(str, levels))}
+    if loss_weight not in LOSS_WEIGHTS:
+        raise RestoreError(f"unknown --loss-weight '{loss_weight}'; use one of: {', '.join(LOSS_WEIGHTS)}")
+    unet = {**base.unet, "num_channels": channels, "image_size": crop, "channel_mult": ",".join(map(str, levels)),
+            "num_res_blocks": res_blocks}
     config = dataclasses.replace(base, unet=unet, crop=crop,
-                                 batch_size=batch_size, lr=lr, seed=seed, low_t_fraction=low_t_fraction,
+                                 batch_size=batch_size, lr=lr, seed=seed, low_t_fraction=low_t_fraction, low_t_max=low_t_max,
+                                 loss_weight=loss_weight,
                                  anneal_end=anneal_to or 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),

@@ -29,9 +29,10 @@ def main() -> None:
     parser.add_argument("--sigmas", default="0.025,0.05,0.1,0.2")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    denoiser = load_prior(args.prior, precision=args.precision)
+    denoiser = load_prior(args.prior, device=args.device, precision=args.precision)
     sigmas = [float(s) for s in args.sigmas.split(",")]
     files = list_images(args.images)[: args.limit]
     totals = {s: 0.0 for s in sigmas}
@@ -40,14 +41,15 @@ def main() -> None:
         x = centre_crop(read_image(path).pixels, args.crop)[None]
         for s in sigmas:
             gen = torch.Generator().manual_seed(i)
-            noisy = x + 2 * s * torch.randn(x.shape, generator=gen)
+            noisy = (x + 2 * s * torch.randn(x.shape, generator=gen)).to(args.device)
             t = timestep_for_sigma(denoiser.alphas_cumprod, 2 * s).float()
             ab = denoiser.alpha_bar(t, noisy)
             with torch.no_grad():
                 x0 = denoiser(ab.sqrt() * noisy, t).clamp(-1, 1)
-            totals[s] += float(psnr(x0, x).mean())
+            totals[s] += float(psnr(x0.float().cpu(), x).mean())
     n = len(files)
-    print(f"prior={args.prior} images={n} crop={args.crop} precision={args.precision} seconds={time.time() - start:.0f}")
+    print(f"prior={args.prior} images={n} crop={args.crop} precision={args.precision} device={args.device} "
+          f"seconds={time.time() - start:.0f}")
     print("| σ (on [0,1]) | PSNR (dB) |")
     print("| --- | --- |")
     for s in sigmas:

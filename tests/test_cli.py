@@ -232,7 +232,13 @@ def test_train_anneal_over_minutes_records_the_steps_it_came_to(images, tmp_path
     assert invoke(*base, "--minutes", "0.01", "--anneal", "--device", "cpu").exit_code == 0
     again = json.loads(out.with_suffix(".json").read_text())["training"]
     assert again["train_config"]["anneal_start"] == info["training"]["steps"] < again["steps"]
-    for bad in (["--anneal", "--steps", "3"], ["--minutes", "1", "--channel-mult", "1,x"],
+    deeper = tmp_path / "deeper.safetensors"
+    args = [*base[:3], deeper, *base[4:], "--steps", "2", "--res-blocks", "2", "--loss-weight", "min-snr", "--low-t-max", "100"]
+    assert invoke(*args).exit_code == 0
+    info = json.loads(deeper.with_suffix(".json").read_text())
+    assert info["unet"]["num_res_blocks"] == 2
+    assert info["training"]["train_config"]["loss_weight"] == "min-snr" and info["training"]["train_config"]["low_t_max"] == 100
+    for bad in (["--anneal", "--steps", "3"], ["--minutes", "1", "--channel-mult", "1,x"], ["--steps", "1", "--loss-weight", "snr"],
                 ["--minutes", "1", "--channel-mult", "1,2,2,2,2,2"]):  # 16 px do not halve five times
         result = invoke(*base, *bad)
         assert result.exit_code == 1 and "Traceback" not in result.output, bad

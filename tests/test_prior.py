@@ -333,6 +333,17 @@ def test_compiled_network_computes_the_same_denoiser(one_thread):
     assert compiled.net is net  # weights and config stay reachable as before
 
 
+def test_min_snr_weights_cap_the_signal_to_noise_ratio_at_five():
+    from restore.prior.train import loss_weights
+
+    alpha_bar = torch.tensor([0.999, 5 / 6, 0.5, 0.01], dtype=torch.float64)  # SNR 999, 5, 1, 1/99
+    assert torch.equal(loss_weights("eps", alpha_bar), torch.ones(4, dtype=torch.float64))
+    expected = torch.tensor([5 / 999, 1.0, 1.0, 1.0], dtype=torch.float64)
+    assert torch.allclose(loss_weights("min-snr", alpha_bar), expected, rtol=1e-9)
+    with pytest.raises(RestoreError, match="min-snr"):
+        loss_weights("snr", alpha_bar)
+
+
 def test_random_crops_are_dihedral_views_of_real_image_regions():
     """Every crop is one of the 8 symmetries of a window inside one image (never the padding), and all 8 occur."""
     from restore.prior.train import CropSource, random_crops

@@ -54,6 +54,10 @@ class TrainConfig:
     anneal_end: int = 0
     precision: str = "bf16"
     seed: int = 0
+    #: "eps": the DDPM loss ‖ε̂ − ε‖² at every t; "min-snr": each t's term times min(SNR, 5) / SNR
+    #: (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", γ = 5),
+    #: which keeps the near-noiseless steps from dominating the gradient
+    loss_weight: str = "eps"
 
 
 @dataclass
@@ -164,6 +168,20 @@ def sample_timesteps(config: TrainConfig, batch: int, num_steps: int, generator:
     return (torch.rand(batch, generator=generator) * upper).long()
 
 
+LOSS_WEIGHTS = ("eps", "min-snr")
+MIN_SNR_GAMMA = 5.0
+
+
+def loss_weights(kind: str, alpha_bar: Tensor) -> Tensor:
+    """Per-crop weight of the ε-loss at noise level ᾱ (see ``TrainConfig.loss_weight``)."""
+    if kind == "eps":
+        return torch.ones_like(alpha_bar)
+    if kind == "min-snr":
+        snr = alpha_bar / (1 - alpha_bar)
+        return snr.clamp(max=MIN_SNR_GAMMA) / snr
+    raise RestoreError(f"unknown loss weighting '{kind}'; use one of: {', '.join(LOSS_WEIGHTS)}")
+
+
 def learning_rate_scale(config: TrainConfig, step: int, optimizer_steps: int, time_progress: float | None = None) -> float:
     """Linear warm-up over this optimizer's first steps, then constant or a cosine anneal to zero.
 
@@ -245,7 +263,8 @@ def train_step(state: TrainState, config: TrainConfig, crops: CropSource, alphas
         group["lr"] = config.lr * lr_scale
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
         out = state.net(x_t, t.float())
-    loss = (out[:, :3].float() - noise).pow(2).mean()
+    per_crop = (out[:, :3].float() - noise).pow(2).mean(dim=(1, 2, 3))
+    loss = (loss_weights(config.loss_weight, ab.view(-1)) * per_crop).mean()
     if not math.isfinite(loss.item()):
         raise RestoreError(f"training diverged at step {state.step} (loss {loss.item()}); lower --lr")
     state.optimizer.zero_grad(set_to_none=True)
