@@ -339,7 +339,9 @@ def test_defaults_table_has_every_task():
     assert SAMPLERS["ddnm"] is ddnm_module.INFO
     for task in TASKS:
         d = defaults_for("ddnm", task)
-        assert d.steps == 100 and d.params == DDNMParams(eta=0.85)
+        # the official 100 steps and η; CT's A⁺ capped at 5 CG iterations (RESULTS: tuned on image 40)
+        expected = DDNMParams(eta=0.85, cg_max_iter=5 if task == "ct" else None)
+        assert d.steps == 100 and d.params == expected
 
 
 def test_bad_parameters(gaussian_problem):
