@@ -655,6 +655,7 @@ def train(
         raise RestoreError(f"--channel-mult must be positive integers, one per level, with --crop divisible by 2^(levels-1); got '{channel_mult}'")
     if anneal and (minutes is None or anneal_to is not None):
         raise RestoreError("--anneal needs --minutes (the time it anneals over) and no --anneal-to")
+    train_device = resolve_device(device)
     names = set(exclude.read_text().split()) if exclude else set()
     base = TrainConfig()
     if loss_weight not in LOSS_WEIGHTS:
@@ -671,7 +672,7 @@ def train(
     with Progress(*columns, console=console, disable=quiet) as bars:
         task = bars.add_task("training", total=anneal_to or steps, loss=float("nan"))
         state = run_training(images, out, config=config, exclude=names, steps=steps, minutes=minutes, resume=resume,
-                             init_from=init_from, anneal_over_minutes=anneal, device=resolve_device(device), on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
+                             init_from=init_from, anneal_over_minutes=anneal, device=train_device, on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
     console.print(f"{state.step} steps; EMA weights → {out} (config {out.with_suffix('.json')}, resume from {out.with_suffix('.ckpt')})",
                   highlight=False)
 
