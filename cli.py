@@ -655,16 +655,15 @@ def train(
         raise RestoreError(f"--channel-mult must be positive integers, one per level, with --crop divisible by 2^(levels-1); got '{channel_mult}'")
     if anneal and (minutes is None or anneal_to is not None):
         raise RestoreError("--anneal needs --minutes (the time it anneals over) and no --anneal-to")
+    if loss_weight not in LOSS_WEIGHTS:
+        raise RestoreError(f"unknown --loss-weight '{loss_weight}'; use one of: {', '.join(LOSS_WEIGHTS)}")
     train_device = resolve_device(device)
     names = set(exclude.read_text().split()) if exclude else set()
     base = TrainConfig()
-    if loss_weight not in LOSS_WEIGHTS:
-        raise RestoreError(f"unknown --loss-weight '{loss_weight}'; use one of: {', '.join(LOSS_WEIGHTS)}")
     unet = {**base.unet, "num_channels": channels, "image_size": crop, "channel_mult": ",".join(map(str, levels)),
             "num_res_blocks": res_blocks}
-    config = dataclasses.replace(base, unet=unet, crop=crop,
-                                 batch_size=batch_size, lr=lr, seed=seed, low_t_fraction=low_t_fraction, low_t_max=low_t_max,
-                                 loss_weight=loss_weight,
+    config = dataclasses.replace(base, unet=unet, crop=crop, batch_size=batch_size, lr=lr, seed=seed,
+                                 low_t_fraction=low_t_fraction, low_t_max=low_t_max, loss_weight=loss_weight,
                                  anneal_end=anneal_to or 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),
