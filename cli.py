@@ -641,7 +641,7 @@ def train(
 
     from restore.api import resolve_device
     from restore.errors import RestoreError
-    from restore.prior.train import LOSS_WEIGHTS, TrainConfig, train as run_training
+    from restore.prior.train import TrainConfig, check_request, train as run_training
 
     if minutes is None and steps is None and anneal_to is None:
         raise RestoreError("give --minutes, --steps or --anneal-to to say when training stops")
@@ -653,10 +653,6 @@ def train(
         levels = []
     if not levels or min(levels) < 1 or crop % 2 ** (len(levels) - 1):
         raise RestoreError(f"--channel-mult must be positive integers, one per level, with --crop divisible by 2^(levels-1); got '{channel_mult}'")
-    if anneal and (minutes is None or anneal_to is not None):
-        raise RestoreError("--anneal needs --minutes (the time it anneals over) and no --anneal-to")
-    if loss_weight not in LOSS_WEIGHTS:
-        raise RestoreError(f"unknown --loss-weight '{loss_weight}'; use one of: {', '.join(LOSS_WEIGHTS)}")
     train_device = resolve_device(device)
     names = set(exclude.read_text().split()) if exclude else set()
     base = TrainConfig()
@@ -665,6 +661,7 @@ def train(
     config = dataclasses.replace(base, unet=unet, crop=crop, batch_size=batch_size, lr=lr, seed=seed,
                                  low_t_fraction=low_t_fraction, low_t_max=low_t_max, loss_weight=loss_weight,
                                  anneal_end=anneal_to or 0)
+    check_request(config, minutes, anneal)
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]

@@ -92,21 +92,16 @@ def image_files(paths: Sequence[str | Path], exclude: set[str] = frozenset()) ->
 
 
 def load_images_uint8(files: Sequence[Path], min_side: int) -> list[Tensor]:
-    """Decode images once into uint8 (3, H, W) tensors kept in memory (grayscale → RGB, alpha dropped)."""
-    import imageio.v3 as iio
+    """Decode images once into uint8 (3, H, W) tensors kept in memory (grayscale → RGB, alpha dropped).
+
+    Decoding is :func:`restore.io.read_image`'s (16-bit files, one-line errors for unreadable ones).
+    """
+    from restore.io import read_image
 
     images = []
     for f in files:
-        try:
-            arr = iio.imread(f)
-        except Exception as err:  # imageio raises many kinds
-            raise RestoreError(f"cannot read training image {f}: {err}") from None
-        if arr.ndim == 2:
-            arr = arr[..., None].repeat(3, axis=2)
-        arr = arr[..., :3]
-        if arr.dtype != "uint8":
-            arr = (arr.astype("float64") / arr.max() * 255).round().astype("uint8")
-        img = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+        pixels = read_image(f).pixels  # (1 or 3, H, W) in [-1, 1]
+        img = ((pixels + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).expand(3, -1, -1).contiguous()
         if min(img.shape[1:]) >= min_side:
             images.append(img)
     if not images:
@@ -302,8 +297,7 @@ def train(
     With ``anneal_over_minutes`` the learning rate anneals to zero over the ``minutes`` budget (for a
     fixed time on a machine whose speed is not known ahead); the final config records the steps.
     """
-    if anneal_over_minutes and (minutes is None or (config and config.anneal_end)):
-        raise RestoreError("annealing over the time budget needs --minutes and no --anneal-to")
+    check_request(config or TrainConfig(), minutes, anneal_over_minutes)
     out = Path(out)
     ckpt = out.with_suffix(".ckpt")
     if device.type == "cuda":
@@ -348,6 +342,14 @@ def train(
         config = dataclasses.replace(config, anneal_end=state.step)
     export(state, config, out, len(files))
     return state
+
+
+def check_request(config: TrainConfig, minutes: float | None, anneal_over_minutes: bool) -> None:
+    """What a training request cannot be, said before any work (the CLI calls it before its progress bar)."""
+    if config.loss_weight not in LOSS_WEIGHTS:
+        raise RestoreError(f"unknown --loss-weight '{config.loss_weight}'; use one of: {', '.join(LOSS_WEIGHTS)}")
+    if anneal_over_minutes and (minutes is None or config.anneal_end):
+        raise RestoreError("--anneal needs --minutes (the time it anneals over) and no --anneal-to")
 
 
 def warm_start(state: TrainState, config: TrainConfig, path: Path) -> None:

@@ -128,10 +128,10 @@ def check_params(p: DDNMParams, steps: int, num_timesteps: int) -> None:
         raise RestoreError(f"ddnm: effective_singular_value must be a finite number > 0 (or None), got {s_eff}")
     if not 1 <= steps <= num_timesteps:
         raise RestoreError(f"ddnm: steps must be in 1..{num_timesteps}, got {steps}")
-    if p.cg_max_iter is not None and (isinstance(p.cg_max_iter, bool) or not isinstance(p.cg_max_iter, int) or p.cg_max_iter < 1):
-        raise RestoreError(f"ddnm: cg_max_iter must be a whole number >= 1 (or None), got {p.cg_max_iter}")
-    for name in ("travel_length", "travel_repeat"):
+    for name in ("travel_length", "travel_repeat", "cg_max_iter"):
         value = getattr(p, name)
+        if name == "cg_max_iter" and value is None:  # the operator's own default
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RestoreError(f"ddnm: {name} must be an integer >= 1, got {value!r}")
     if p.travel_repeat > 1 and p.travel_length >= steps:
@@ -177,6 +177,7 @@ def ddnm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
         noisy = keep if sigma_y > 0 else torch.zeros_like(keep)  # coordinates where DDNM+ differs from DDNM
         noise_level = sigma_y / s_safe  # σ_y / s_i
     else:  # scalar DDNM+ (eq. 19) with one effective singular value per image
+        pinv_options = {} if p.cg_max_iter is None else {"max_iter": p.cg_max_iter}
         noise_level = torch.zeros(batch, *([1] * len(shape[1:])), dtype=dtype, device=y.device)
         if sigma_y > 0:
             s_eff = (torch.full((batch,), float(p.effective_singular_value), dtype=dtype, device=y.device)
@@ -213,8 +214,7 @@ def ddnm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
         else:
             above = sigma_next >= noise_level  # (B, 1, 1, 1)
             lam = torch.where(above, torch.ones_like(noise_level), sigma_next * keep_eps / noise_level.clamp_min(1e-30))
-            residual = operator.A(x0) - y
-            correction = operator.A_pinv(residual) if p.cg_max_iter is None else operator.A_pinv(residual, max_iter=p.cg_max_iter)
+            correction = operator.A_pinv(operator.A(x0) - y, **pinv_options)
             x0_hat = x0 - lam * (correction.real if correction.is_complex() else correction)
             gamma = torch.where(above, (sigma_next**2 - noise_level**2).clamp_min(0).sqrt(), torch.zeros_like(noise_level))
             eps = (state - x0) / sigma_t
