@@ -179,6 +179,17 @@ def test_schedule_helpers():
     assert abs(float(sigma) - 0.2) < 0.01
 
 
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_timestep_for_sigma_inverts_the_schedule_on_the_schedules_device(device):
+    alphas_cumprod = torch.cumprod(1 - make_betas("linear"), 0).to(device)
+    t = torch.tensor([0.0, 57.0, 400.0, 999.0], dtype=torch.float64, device=device)
+    sigma = ((1 - alphas_cumprod[t.long()].double()) / alphas_cumprod[t.long()].double()).sqrt()
+    found = timestep_for_sigma(alphas_cumprod, sigma)
+    assert found.device == alphas_cumprod.device
+    assert torch.allclose(found, t, atol=1e-6)
+    assert float(timestep_for_sigma(alphas_cumprod, 0.2)) == pytest.approx(57.5, abs=1.0)  # a plain float on the device too
+
+
 def test_registry_names_and_offline_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("RESTORE_CACHE", str(tmp_path))
     assert registry.cache_dir() == tmp_path

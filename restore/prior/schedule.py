@@ -55,7 +55,7 @@ def timestep_for_sigma(alphas_cumprod: Tensor, sigma: float | Tensor) -> Tensor:
     Used to denoise a measurement with known noise level, and by samplers that start mid-way.
     """
     log_sigmas = sigma_from_alpha_bar(alphas_cumprod.double()).log()
-    target = torch.as_tensor(sigma, dtype=torch.float64).clamp(log_sigmas[0].exp(), log_sigmas[-1].exp()).log()
+    target = torch.as_tensor(sigma, dtype=torch.float64, device=log_sigmas.device).clamp(log_sigmas[0].exp(), log_sigmas[-1].exp()).log()
     idx = torch.searchsorted(log_sigmas, target.reshape(-1)).clamp(1, len(log_sigmas) - 1)
     lo, hi = log_sigmas[idx - 1], log_sigmas[idx]
     frac = (target.reshape(-1) - lo) / (hi - lo)
