@@ -79,7 +79,7 @@ def main(
 
 # ---- options shared by the task commands -------------------------------------------------------
 Images = Annotated[str, typer.Argument(help="An image file, a folder of images, or a glob such as 'photos/*.png' (quote it).", show_default=False)]
-Sampler = Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm. Default: the fastest that does the task well.", show_default=False)]
+Sampler = Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm; or dpir (one deterministic estimate, no posterior samples). Default: the fastest that does the task well.", show_default=False)]
 Steps = Annotated[Optional[int], typer.Option(min=1, help="Sampler steps (respaced schedule). Default: the sampler's default for the task.", show_default=False)]
 Prior = Annotated[str, typer.Option(help="Prior: a name from `restore priors list` or a weights file (.safetensors/.pt).")]
 NoiseSigma = Annotated[Optional[float], typer.Option(min=0.0, help="Measurement noise σ on the [0, 1] pixel scale (e.g. 0.025).", show_default=False)]
@@ -477,7 +477,7 @@ def metrics(
 def bench(
     images: Annotated[Path, typer.Argument(help="Folder of evaluation photographs (image i = i-th file in sorted order).", show_default=False)],
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks of the suite (../shared/protocol.md): sr4, gblur, mblur, box, random70, denoise, mri4x, ct60.")] = "sr4,gblur,mblur,box,random70,denoise,mri4x,ct60",
-    samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir",
+    samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm, dpir); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir",
     baselines: Annotated[bool, typer.Option(help="Also run each task's classical baseline (bicubic, Wiener, biharmonic, TV, zero-filled, FBP).")] = True,
     samples: Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 scores their mean (the MMSE estimate, labelled NAME+meanN) at N times the cost.")] = 1,
     prior: Prior = "default",

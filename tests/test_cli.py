@@ -133,6 +133,7 @@ def test_metrics_command(images, tmp_path):
     (["inpaint", "{a}", "--mask", "{small}"], "but the image is"),
     (["inpaint", "{a}", "--mask", "box:8", "--prior", "nonexistent-prior"], "prior"),
     (["inpaint", "{a}", "--mask", "box:8", "--sampler", "magic"], "unknown sampler"),
+    (["inpaint", "{a}", "--mask", "box:8", "--sampler", "dpir", "--num-samples", "3"], "not posterior samples"),
     (["inpaint", "{bad}", "--mask", "box:8"], "cannot read image"),
 ])
 def test_bad_inputs_give_one_line_and_exit_1(images, tiny_prior, tmp_path, args, message):

@@ -6,6 +6,7 @@ README "Sampler defaults" and benchmarks/RESULTS.md for how.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,3 +129,28 @@ TABLE["ddnm"] = {task: Defaults(100, DDNMParams(eta=0.85))
 # 5 / 10 / 20 iterations gave 18.20 / 18.09 / 18.10 dB at 80 / 88 / 112 s per image (20 steps,
 # tuning image 40; FBP 18.04, DiffPIR 22.47): the fewest is best — and DDNM is not the sampler for CT.
 TABLE["ddnm"]["ct"] = Defaults(100, DDNMParams(eta=0.85, cg_max_iter=5))
+
+# DPIR (Zhang et al. 2021): HQS with the diffusion x̂0 as the denoiser, periodical self-ensemble on. The paper's
+# λ = 0.23 and σ_1 = 49/255 (0.38 here) were the start; swept on tuning images 40–47 (benchmarks/tune_samplers.py,
+# RESULTS.md "Session 13: DPIR"): random70 prefers 12 steps from σ 1.5 with λ 0.2 (25.52 dB; 16 steps 25.36,
+# 24 steps 25.20; without the self-ensemble 25.33; linear 23.78 — all with a final data step; returning the
+# last denoiser output as the paper does: 25.43); deblurring and SR prefer fresh noise before each prior step
+# (renoise 0.6, from σ 1.0, 16 steps: gblur 22.85, sr4 22.83 dB; deterministic gblur 21.43 on images 44–47
+# against 22.48 with renoise 0.5), λ 0.12–0.3 within 0.1 dB, 24 steps no better. Denoising (images 40–43):
+# λ 0.2 27.05 dB at 8 steps, 26.80 at 4; λ 1 21.91, λ 4 20.38 (a strong prior weight keeps the iterate near
+# its start z = 0); TV 25.14 — DDRM stays the denoising default.
+from restore.samplers.dpir import DPIRParams  # noqa: E402
+
+DPIR_HOLES = DPIRParams(lam=0.2, sigma_max=1.5)
+DPIR_RENOISED = DPIRParams(lam=0.2, sigma_max=1.0, renoise=0.6)
+TABLE["dpir"] = {
+    "inpaint": Defaults(12, DPIR_HOLES),
+    "deblur": Defaults(16, DPIR_RENOISED),
+    "superres": Defaults(16, DPIR_RENOISED),
+    "denoise": Defaults(8, DPIRParams(lam=0.2, sigma_max=0.4)),
+    "colorize": Defaults(12, DPIR_HOLES),  # not tuned: the inpainting values
+    "mri": Defaults(12, DPIR_HOLES),
+    # CT: σ_n is in sinogram units (~100× the image's), so the ladder's end is set in image units: sigma_min
+    # 0.02 / 0.05 / 0.1 gave 24.95 / 24.77 / 24.04 dB on images 40–41 (FBP 19.42); with σ_n, 9.6 dB
+    "ct": Defaults(12, dataclasses.replace(DPIR_HOLES, sigma_min=0.02, cg_max_iter=10)),
+}

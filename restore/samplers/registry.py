@@ -23,6 +23,8 @@ class SamplerInfo:
     backprop_network: bool = False
     #: network evaluations per image for a given number of steps
     nfe: Callable[[int], int] = lambda steps: steps
+    #: draws samples of the posterior (False: one estimate per run, so several runs make no uncertainty map)
+    samples_posterior: bool = True
 
 
 SAMPLERS: dict[str, SamplerInfo] = {}
@@ -39,6 +41,14 @@ def get_sampler(name: str) -> SamplerInfo:
     if name not in SAMPLERS:
         raise RestoreError(f"unknown sampler '{name}'; choose one of {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
+
+
+def check_num_samples(info: SamplerInfo, num_samples: int) -> None:
+    """Refuse several "posterior samples" from a method that gives one estimate."""
+    if num_samples > 1 and not info.samples_posterior:
+        able = [n for n, s in SAMPLERS.items() if s.samples_posterior]
+        raise RestoreError(f"{info.name} gives one estimate, not posterior samples; use --num-samples 1, "
+                           f"or one of: {', '.join(able)}")
 
 
 def check_operator(info: SamplerInfo, operator) -> None:
