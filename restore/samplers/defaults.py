@@ -138,7 +138,10 @@ TABLE["ddnm"]["ct"] = Defaults(100, DDNMParams(eta=0.85, cg_max_iter=5))
 # (renoise 0.6, from σ 1.0, 16 steps: gblur 22.85, sr4 22.83 dB; deterministic gblur 21.43 on images 44–47
 # against 22.48 with renoise 0.5), λ 0.12–0.3 within 0.1 dB, 24 steps no better. Denoising (images 40–43):
 # λ 0.2 27.05 dB at 8 steps, 26.80 at 4; λ 1 21.91, λ 4 20.38 (a strong prior weight keeps the iterate near
-# its start z = 0); TV 25.14 — DDRM stays the denoising default.
+# its start z = 0); TV 25.14 — DDRM stays the denoising default. Large holes want fresh noise (box, images 40–43:
+# renoise 0 / 0.3 / 0.6 / 1 → 18.33 / 19.79 / 20.11 / 20.13 dB, biharmonic 18.82) where scattered pixels do not
+# (random70, 40–47: renoise 0 / 0.3 → 25.43 / 25.26): the inpainting default serves scattered masks, and large
+# holes are DiffPIR's (the CLI's inpainting default).
 from restore.samplers.dpir import DPIRParams  # noqa: E402
 
 DPIR_HOLES = DPIRParams(lam=0.2, sigma_max=1.5)
