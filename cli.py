@@ -136,11 +136,11 @@ def run_task(task: str, images: str, prepare_for, *, sampler, steps, prior, seed
     """
     from restore import api, runner
     from restore.io import IMAGE_SUFFIXES, list_images
-    from restore.samplers import get_sampler
+    from restore.samplers import check_num_samples, get_sampler
 
     inputs = list_images(images, suffixes or IMAGE_SUFFIXES)
-    if sampler is not None:
-        get_sampler(sampler)  # unknown names fail before the prior loads
+    if sampler is not None:  # unknown names, and samples from a one-estimate method, fail before the prior loads
+        check_num_samples(get_sampler(sampler), num_samples)
     settings = api.SolveSettings(sampler, steps, prior, seed, num_samples, device, precision)
     out = out or default_out(images)
     quiet = quiet or json_out
