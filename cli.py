@@ -477,7 +477,7 @@ def metrics(
 def bench(
     images: Annotated[Path, typer.Argument(help="Folder of evaluation photographs (image i = i-th file in sorted order).", show_default=False)],
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks of the suite (../shared/protocol.md): sr4, gblur, mblur, box, random70, denoise, mri4x, ct60.")] = "sr4,gblur,mblur,box,random70,denoise,mri4x,ct60",
-    samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm, dpir); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir",
+    samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm, dpir); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir,dpir",
     baselines: Annotated[bool, typer.Option(help="Also run each task's classical baseline (bicubic, Wiener, biharmonic, TV, zero-filled, FBP).")] = True,
     samples: Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 scores their mean (the MMSE estimate, labelled NAME+meanN) at N times the cost.")] = 1,
     prior: Prior = "default",
