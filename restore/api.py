@@ -88,8 +88,9 @@ def cpu_has_native_bf16() -> bool:
 def choose_sampler(task: str, operator, requested: str | None, num_samples: int = 1) -> str:
     """The requested sampler (checked against the operator and the samples asked for), or the task's default that can take it."""
     if requested is not None:
-        check_operator(get_sampler(requested), operator)
-        check_num_samples(get_sampler(requested), num_samples)
+        info = get_sampler(requested)
+        check_operator(info, operator)
+        check_num_samples(info, num_samples)
         return requested
     name = DEFAULT_SAMPLER[task]
     if num_samples > 1 and not get_sampler(name).samples_posterior:

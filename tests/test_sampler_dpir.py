@@ -17,7 +17,7 @@ from restore.samplers import TASKS
 from restore.samplers import dpir as dpir_module
 from restore.samplers.defaults import defaults_for
 from restore.samplers.dpir import DPIRParams, dihedral, dihedral_inverse, dpir, noise_ladder
-from sampler_helpers import MaskedFourier, ReplicateBlur, pinv, rms
+from sampler_helpers import MaskedFourier, ReplicateBlur, assert_batch_equals_one_by_one, pinv, rms
 
 SIGMA = 0.05
 # λ = 1 is the exact splitting; the self-ensemble is off because the toy prior (random mean) is not
@@ -86,20 +86,8 @@ def test_deterministic_without_renoise_and_seeded_with_it(gaussian_problem):
 
 
 def test_batch_with_per_image_generators_and_operators_equals_one_by_one(gaussian_problem):
-    import operators
-
     p = gaussian_problem("random:0.5:seed=1", SIGMA)
-    specs = ["random:0.5:seed=1", "random:0.3:seed=2", "random:0.7:seed=3"]
-    ops = [operators.build(s, p.shape).double() for s in specs]
-    xs = torch.cat([p.x, 0.5 * p.x, -p.x])
-    ys = torch.cat([op.A(x[None]) for op, x in zip(ops, xs)])
-    params = DPIRParams(renoise=0.5, clip=False)
-    batch = dpir(p.denoiser, type(ops[0]).stack(ops), ys, noise=GaussianNoise(SIGMA), steps=10, params=params,
-                 generator=[torch.Generator().manual_seed(s) for s in (5, 6, 7)])
-    for b, s in enumerate((5, 6, 7)):
-        one = dpir(p.denoiser, ops[b], ys[b:b + 1], noise=GaussianNoise(SIGMA), steps=10, params=params,
-                   generator=[torch.Generator().manual_seed(s)])
-        torch.testing.assert_close(batch[b:b + 1], one, rtol=0, atol=1e-10)
+    assert_batch_equals_one_by_one(dpir, p, noise=GaussianNoise(SIGMA), steps=10, params=DPIRParams(renoise=0.5, clip=False))
 
 
 @pytest.mark.parametrize("make", [ReplicateBlur, MaskedFourier])

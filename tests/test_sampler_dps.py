@@ -15,6 +15,7 @@ from restore.prior.denoiser import Denoiser
 from restore.samplers import dps as dps_module
 from restore.samplers.base import draw_samples
 from restore.samplers.dps import DPSParams, dps
+from sampler_helpers import assert_batch_equals_one_by_one
 
 SIGMA = 0.05
 
@@ -71,20 +72,8 @@ def test_same_seed_same_output_and_seeds_differ(gaussian_problem):
 
 
 def test_batch_with_per_image_generators_and_operators_equals_one_by_one(gaussian_problem):
-    import operators
-
     p = gaussian_problem("random:0.5:seed=1", SIGMA)
-    specs = ["random:0.5:seed=1", "random:0.3:seed=2", "random:0.7:seed=3"]
-    ops = [operators.build(s, p.shape).double() for s in specs]
-    xs = torch.cat([p.x, 0.5 * p.x, -p.x])
-    ys = torch.cat([op.A(x[None]) for op, x in zip(ops, xs)])
-    stacked = type(ops[0]).stack(ops)
-    gens = [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
-    batch = dps(p.denoiser, stacked, ys, noise=GaussianNoise(SIGMA), steps=30, generator=gens, params=DPSParams(zeta=0.5))
-    for b, s in enumerate((5, 6, 7)):
-        one = dps(p.denoiser, ops[b], ys[b:b + 1], noise=GaussianNoise(SIGMA), steps=30,
-                  generator=[torch.Generator().manual_seed(s)], params=DPSParams(zeta=0.5))
-        torch.testing.assert_close(batch[b:b + 1], one, rtol=0, atol=1e-10)
+    assert_batch_equals_one_by_one(dps, p, noise=GaussianNoise(SIGMA), steps=30, params=DPSParams(zeta=0.5))
 
 
 def test_beats_pseudo_inverse(gaussian_problem):

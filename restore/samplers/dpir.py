@@ -119,6 +119,7 @@ def dpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
     like = y.real if y.is_complex() else y
     sigma_n = max(gaussian_sigma(noise), SIGMA_FLOOR)
     sigmas = noise_ladder(denoiser, sigma_n, steps, p)
+    timesteps = timestep_for_sigma(denoiser.alphas_cumprod, torch.tensor(sigmas, dtype=torch.float64)).float()
     hint = f"lam={p.lam:g} may be too small for this noise level, or the denoiser returned NaN/Inf"
 
     def data_step(z: Tensor, sigma: float) -> Tensor:
@@ -129,11 +130,10 @@ def dpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
         return x.clamp(-1, 1) if p.clip else x
 
     z = torch.zeros(shape, dtype=like.dtype, device=like.device)
-    for i, sigma in enumerate(sigmas):
+    for i, (sigma, t) in enumerate(zip(sigmas, timesteps)):
         x = data_step(z, sigma)
         if p.renoise > 0:
             x = x + p.renoise * sigma * randn(shape, generator, like=like)
-        t = timestep_for_sigma(denoiser.alphas_cumprod, sigma).float()
         k = i if p.self_ensemble else 0
         z = dihedral_inverse(denoiser.denoise(dihedral(denoiser.alpha_bar(t, x).sqrt() * x, k), t), k).detach()
         check_finite(z, "dpir", i, steps, hint)
