@@ -632,6 +632,7 @@ def train(
     seed: Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT's .ckpt when it exists.")] = True,
     init_from: Annotated[Optional[Path], typer.Option(help="Without a .ckpt: start from these weights (e.g. the shipped prior's) with a fresh optimizer.", show_default=False)] = None,
+    compile_network: Annotated[bool, typer.Option("--compile", help="torch.compile the network (faster steps on a GPU after a minute or two of compiling).")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Train an ADM-architecture prior on random crops of photographs (CPU or GPU; bf16 where it pays)."""
@@ -668,7 +669,8 @@ def train(
     with Progress(*columns, console=console, disable=quiet) as bars:
         task = bars.add_task("training", total=anneal_to or steps, loss=float("nan"))
         state = run_training(images, out, config=config, exclude=names, steps=steps, minutes=minutes, resume=resume,
-                             init_from=init_from, anneal_over_minutes=anneal, device=train_device, on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
+                             init_from=init_from, anneal_over_minutes=anneal, device=train_device,
+                             compile_network=compile_network, on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
     console.print(f"{state.step} steps; EMA weights → {out} (config {out.with_suffix('.json')}, resume from {out.with_suffix('.ckpt')})",
                   highlight=False)
 

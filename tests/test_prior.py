@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import imageio.v3 as imageio
+import numpy as np
 import pytest
 import torch
 
@@ -342,6 +345,38 @@ def test_compiled_network_computes_the_same_denoiser(one_thread):
     with torch.no_grad():
         assert torch.allclose(eager(x, 300.0), compiled(x, 300.0), atol=1e-5)
     assert compiled.net is net  # weights and config stay reachable as before
+
+
+@pytest.mark.slow
+def test_compiled_training_takes_the_steps_eager_training_takes(tmp_path, one_thread):
+    """``restore train --compile`` (for GPUs) checked for numerics on CPU: same losses and weights as eager."""
+    from restore.prior.train import TrainConfig, train
+
+    image = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    imageio.imwrite(image, rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    config = TrainConfig(unet={**TINY.to_dict(), "image_size": 16, "attention_resolutions": ""}, crop=16,
+                         batch_size=2, precision="fp32")
+    runs = [train([image], tmp_path / f"{flag}.safetensors", config=config, steps=3, compile_network=flag)
+            for flag in (False, True)]
+    eager, compiled = runs
+    assert compiled.step == eager.step == 3 and len(compiled.losses) == 3
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
+    for a, b in zip(eager.ema.parameters(), compiled.ema.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_divergence_is_reported_at_the_step_it_happened():
+    """Losses are read from the device in batches; a non-finite one still names its own step."""
+    from restore.prior.train import record_losses
+
+    state = SimpleNamespace(step=45, losses=[0.5])
+    seen = []
+    record_losses(state, [torch.tensor(0.4), torch.tensor(0.3)], lambda step, loss: seen.append((step, loss)))
+    assert state.losses == pytest.approx([0.5, 0.4, 0.3]) and seen == [(45, pytest.approx(0.3))]
+    pending = [torch.tensor(0.2), torch.tensor(0.1), torch.tensor(float("nan")), torch.tensor(0.1)]
+    with pytest.raises(RestoreError, match="diverged at step 43"):
+        record_losses(state, pending, None)
 
 
 def test_min_snr_weights_cap_the_signal_to_noise_ratio_at_five():

@@ -142,19 +142,26 @@ def random_crops(source: CropSource, batch: int, crop: int, generator: torch.Gen
     _, channels, height, width = source.stack.shape
     index = torch.randint(len(source.sizes), (batch,), generator=generator)
     room = source.sizes[index] - crop + 1  # (batch, 2) valid top/left positions per crop
-    top, left = (torch.rand(batch, 2, generator=generator) * room).long().to(device).unbind(1)
+    top, left = to_device((torch.rand(batch, 2, generator=generator) * room).long(), device).unbind(1)
     flips = torch.rand(batch, 3, 1, 1, generator=generator) < 0.5
-    flip_h, flip_v, transpose = flips.to(device).unbind(1)
+    flip_h, flip_v, transpose = to_device(flips, device).unbind(1)
     # where each output pixel comes from inside its crop; the three flips generate the 8 symmetries
     # of the square, each with probability 1/8
     i, j = torch.meshgrid(torch.arange(crop, device=device), torch.arange(crop, device=device), indexing="ij")
     rows, cols = torch.where(transpose, j, i), torch.where(transpose, i, j)
     rows = torch.where(flip_v, crop - 1 - rows, rows)
     cols = torch.where(flip_h, crop - 1 - cols, cols)
-    corner = index.to(device) * channels * height * width + top * width + left
+    corner = to_device(index, device) * channels * height * width + top * width + left
     pixel = corner[:, None, None] + rows * width + cols
     offsets = pixel[:, None] + (torch.arange(channels, device=device) * height * width)[None, :, None, None]
     return source.stack.view(-1)[offsets].float() / 127.5 - 1
+
+
+def to_device(x: Tensor, device: torch.device) -> Tensor:
+    """A CPU tensor on ``device`` without making the CPU wait for the GPU's queue (pinned, asynchronous copy)."""
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def sample_timesteps(config: TrainConfig, batch: int, num_steps: int, generator: torch.Generator) -> Tensor:
@@ -245,11 +252,16 @@ def load_checkpoint(path: Path, device: torch.device = torch.device("cpu")) -> t
 
 
 def train_step(state: TrainState, config: TrainConfig, crops: CropSource, alphas_cumprod: Tensor,
-               lr_scale: float) -> float:
-    """One Adam step on a fresh batch at learning rate ``config.lr * lr_scale``; returns the loss."""
+               lr_scale: float, network: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+    """One Adam step on a fresh batch at learning rate ``config.lr * lr_scale``; returns the loss.
+
+    The loss stays a tensor on the training device: reading it would make the CPU wait for the GPU
+    every step (see ``LOSS_READ_EVERY``). ``network``: ``state.net`` or a compiled version of it.
+    """
     gen, device = state.generator, alphas_cumprod.device
+    network = state.net if network is None else network
     x0 = random_crops(crops, config.batch_size, config.crop, gen).contiguous(memory_format=torch.channels_last)
-    t = sample_timesteps(config, config.batch_size, len(alphas_cumprod), gen).to(device)
+    t = to_device(sample_timesteps(config, config.batch_size, len(alphas_cumprod), gen), device)
     noise = torch.randn(x0.shape, generator=state.noise_generator, device=device)
     noise = noise.contiguous(memory_format=torch.channels_last)
     ab = alphas_cumprod[t].float().view(-1, 1, 1, 1)
@@ -257,11 +269,9 @@ def train_step(state: TrainState, config: TrainConfig, crops: CropSource, alphas
     for group in state.optimizer.param_groups:
         group["lr"] = config.lr * lr_scale
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-        out = state.net(x_t, t.float())
+        out = network(x_t, t.float())
     per_crop = (out[:, :3].float() - noise).pow(2).mean(dim=(1, 2, 3))
     loss = (loss_weights(config.loss_weight, ab.view(-1)) * per_crop).mean()
-    if not math.isfinite(loss.item()):
-        raise RestoreError(f"training diverged at step {state.step} (loss {loss.item()}); lower --lr")
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(state.net.parameters(), 1.0)
@@ -271,7 +281,26 @@ def train_step(state: TrainState, config: TrainConfig, crops: CropSource, alphas
     with torch.no_grad():
         torch._foreach_lerp_(list(state.ema.parameters()), list(state.net.parameters()), 1 - decay)
     state.step += 1
-    return loss.item()
+    return loss.detach()
+
+
+#: the losses of this many steps are read from the device at once (and checked for divergence then)
+LOSS_READ_EVERY = 20
+
+
+def record_losses(state: TrainState, pending: list[Tensor], on_step: Callable[[int, float], None] | None) -> None:
+    """Move the losses of the last steps into ``state.losses``; a non-finite one stops training, naming its step."""
+    if not pending:
+        return
+    values = torch.stack(pending).float().cpu().tolist()
+    first_step = state.step - len(values)
+    pending.clear()
+    for i, value in enumerate(values):
+        if not math.isfinite(value):
+            raise RestoreError(f"training diverged at step {first_step + i} (loss {value}); lower --lr")
+    state.losses.extend(values)
+    if on_step:
+        on_step(state.step, values[-1])
 
 
 def train(
@@ -287,6 +316,7 @@ def train(
     init_from: Path | None = None,
     anneal_over_minutes: bool = False,
     device: torch.device = torch.device("cpu"),
+    compile_network: bool = False,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainState:
     """Train (or resume) a prior; writes ``out`` (EMA weights, safetensors), its JSON config, and ``out.ckpt``.
@@ -296,6 +326,7 @@ def train(
     warm-starts the network and its EMA — with a fresh optimizer — and continues its step count.
     With ``anneal_over_minutes`` the learning rate anneals to zero over the ``minutes`` budget (for a
     fixed time on a machine whose speed is not known ahead); the final config records the steps.
+    ``on_step(step, loss)`` is called every ``LOSS_READ_EVERY`` steps.
     """
     check_request(config or TrainConfig(), minutes, anneal_over_minutes)
     out = Path(out)
@@ -324,20 +355,26 @@ def train(
     files = image_files(image_paths, exclude)
     crops = CropSource.from_images(load_images_uint8(files, config.crop)).to(device)
     alphas_cumprod = torch.cumprod(1 - make_betas(config.schedule), dim=0).to(device)
+    # torch.compile fuses the network's many small normalisation and activation kernels (a first step of
+    # a minute or two to compile; the crop size is fixed: static shapes); state.net stays the plain module that
+    # is saved and averaged
+    network = torch.compile(state.net, dynamic=False) if compile_network else state.net
+    pending: list[Tensor] = []
     start = time.time()
     last_save = start
     while (steps is None or state.step < steps) and (minutes is None or time.time() - start < 60 * minutes):
         t0 = time.time()
         time_progress = (t0 - start) / (60 * minutes) if anneal_over_minutes else None
-        lr_scale = learning_rate_scale(config, state.step, len(state.losses), time_progress)
-        loss = train_step(state, config, crops, alphas_cumprod, lr_scale)
+        lr_scale = learning_rate_scale(config, state.step, len(state.losses) + len(pending), time_progress)
+        pending.append(train_step(state, config, crops, alphas_cumprod, lr_scale, network))
+        if len(pending) == LOSS_READ_EVERY:
+            record_losses(state, pending, on_step)
         state.seconds += time.time() - t0
-        state.losses.append(loss)
-        if on_step:
-            on_step(state.step, loss)
         if time.time() - last_save > 60 * checkpoint_minutes:
+            record_losses(state, pending, on_step)
             export(state, config, out, len(files))
             last_save = time.time()
+    record_losses(state, pending, on_step)
     if anneal_over_minutes:  # what the time budget came to, in steps
         config = dataclasses.replace(config, anneal_end=state.step)
     export(state, config, out, len(files))
