@@ -239,7 +239,10 @@ def inpaint(
     compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, reference: Reference = None, overwrite: Overwrite = False,
     save_grid: SaveGrid = False, save_progress: SaveProgress = False, quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
-    """Fill in the masked pixels of images. The input is the ground truth: metrics compare against it."""
+    """Fill in the masked pixels of images. The input is the ground truth: metrics compare against it.
+
+    The default sampler (DiffPIR) suits large holes; for scattered missing pixels (random:0.7) use --sampler dpir.
+    """
     from restore import tasks
 
     prepare = tasks.inpaint(mask, noise_sigma, references_from(reference), invert_mask)
@@ -262,7 +265,10 @@ def deblur(
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
-    """Remove a known blur from images."""
+    """Remove a known blur from images.
+
+    The default sampler (DDRM) leads on motion blur; for Gaussian (out-of-focus) blur use --sampler dpir.
+    """
     import operators
     from restore import tasks
 

@@ -48,13 +48,14 @@ def main() -> None:
     parser.add_argument("--grid", nargs="*", default=[], help="NAME=V1,V2,… per hyperparameter")
     parser.add_argument("--samples", type=int, default=1, help="score the mean of this many posterior samples")
     parser.add_argument("--prior", default="default")
+    parser.add_argument("--precision", default="fp32", help="fp32 (the sweeps before session 14), or auto as restore bench runs")
     args = parser.parse_args()
 
     from restore.api import load_denoiser
 
     task, info = bench.TASKS[args.task], get_sampler(args.sampler)
     defaults = defaults_for(args.sampler, task.family)
-    denoiser = load_denoiser(args.prior, "cpu", "fp32")
+    denoiser = load_denoiser(args.prior, "cpu", args.precision)
     files = list_images(args.images)[args.first : args.first + args.count]
     problems = [bench.make_problem(task, bench.load_reference(path, bench.PROTOCOL_SIZE), args.first + i, path.stem)
                 for i, path in enumerate(files)]
