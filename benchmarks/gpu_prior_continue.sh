@@ -3,9 +3,12 @@
 # there, and carry the weights back in 15 MB shards: one device call of about MIN + 1.5 minutes.
 # Each lease adds its minutes to the same network, so a run longer than one lease is built up session by session.
 #
-# Prepare once, here: see benchmarks/gpu_prior_sweep.sh (.whl, runs/gpu/data). Then:
-#   device tool: command "NAME=r64c INIT=runs/gpu/init/r64b bash benchmarks/gpu_prior_continue.sh",
-#                carry ["runs/gpu/data", "runs/gpu/init"], timeout 600
+# Prepare once, here: runs/gpu/data as in benchmarks/gpu_prior_sweep.sh, then the same without the validation split:
+#   mkdir -p runs/gpu/data350/{train,test} && cp runs/gpu/data/train/* runs/gpu/data350/train/ &&
+#   for f in runs/gpu/data/test/*; do grep -qx "$(basename $f)" benchmarks/val_split.txt || cp $f runs/gpu/data350/test/; done
+# Then:
+#   device tool: command "NAME=r64d INIT=runs/gpu/init/r64c DATA=runs/gpu/data350 EVAL=0 bash benchmarks/gpu_prior_continue.sh",
+#                carry ["runs/gpu/data350", "runs/gpu/init"], timeout 600
 #   back here:   python benchmarks/gpu_shards.py merge /work/.device/N runs/gpu
 # INIT's JSON gives the network's shape; the run warm-starts from its EMA weights with a fresh Adam.
 # The device tool carries 64 MiB with the checkout (13 MB): INIT in float16 (restore.prior.weights.save_half_precision)
