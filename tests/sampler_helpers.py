@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from operators import LinearOperator
+from restore.prior.denoiser import Denoiser
 
 
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -66,3 +67,15 @@ def assert_batch_equals_one_by_one(sampler, problem, *, noise, steps: int, param
         one = sampler(problem.denoiser, ops[b], ys[b:b + 1], noise=noise, steps=steps, params=params,
                       generator=[torch.Generator().manual_seed(s)])
         torch.testing.assert_close(batch[b:b + 1], one, rtol=0, atol=atol)
+
+
+class NaNDenoiser(Denoiser):
+    """``inner`` that returns NaN at timesteps t ≤ ``from_t``: samplers must name the step where it happened."""
+
+    def __init__(self, inner: Denoiser, from_t: float) -> None:
+        super().__init__(inner.betas)
+        self.inner, self.from_t = inner, from_t
+
+    def eps(self, x_t, t):
+        e = self.inner.eps(x_t, t)
+        return e * float("nan") if t <= self.from_t else e

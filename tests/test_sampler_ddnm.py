@@ -16,12 +16,11 @@ import operators
 from operators.base import LinearOperator, SVDOperator
 from restore.errors import NumericalError, RestoreError
 from restore.noise import GaussianNoise, NoNoise
-from restore.prior.denoiser import Denoiser
 from restore.prior.gaussian import dense_matrix, gaussian_posterior
 from restore.samplers import ddnm as ddnm_module
 from restore.samplers.base import draw_samples
 from restore.samplers.ddnm import DDNMParams, ddnm, ddnm_nfe, effective_singular_value, travel_schedule
-from sampler_helpers import pinv, rms
+from sampler_helpers import NaNDenoiser, pinv, rms
 
 SIGMA = 0.05
 
@@ -289,20 +288,6 @@ def test_time_travel_helps_noiseless_inpainting(gaussian_problem):
 
     plain, travel = err(None), err(DDNMParams(travel_length=5, travel_repeat=3))
     assert travel < 0.8 * plain, (plain, travel)
-
-
-class NaNDenoiser(Denoiser):
-    def __init__(self, inner: Denoiser, from_t: int) -> None:
-        super().__init__(inner.betas)
-        self.inner, self.from_t = inner, from_t
-
-    def forward(self, x_t, t):
-        x0 = self.inner(x_t, t)
-        return x0 * float("nan") if t <= self.from_t else x0
-
-    def eps(self, x_t, t):
-        ab = self.alpha_bar(t, x_t)
-        return (x_t - ab.sqrt() * self.forward(x_t, t)) / (1 - ab).sqrt()
 
 
 def test_nan_raises_numerical_error_naming_the_step(gaussian_problem):

@@ -16,12 +16,11 @@ import operators
 from operators.base import LinearOperator, SVDOperator
 from restore.errors import NumericalError, RestoreError
 from restore.noise import GaussianNoise, NoNoise
-from restore.prior.denoiser import Denoiser
 from restore.prior.gaussian import dense_matrix, gaussian_posterior
 from restore.samplers import ddrm as ddrm_module
 from restore.samplers.base import draw_samples
 from restore.samplers.ddrm import DDRMParams, ddrm
-from sampler_helpers import rms
+from sampler_helpers import NaNDenoiser, rms
 
 SIGMA = 0.05
 
@@ -190,20 +189,6 @@ def test_per_coordinate_cases_against_a_test_operator(gaussian_problem):
     err, err_pinv = rms(samples.mean, post_mean), rms(op.A_pinv(y), post_mean)
     assert err < 0.15 and err < 0.3 * err_pinv, (err, err_pinv)
     assert torch.isfinite(samples.samples).all()
-
-
-class NaNDenoiser(Denoiser):
-    def __init__(self, inner: Denoiser, from_t: int) -> None:
-        super().__init__(inner.betas)
-        self.inner, self.from_t = inner, from_t
-
-    def forward(self, x_t, t):
-        x0 = self.inner(x_t, t)
-        return x0 * float("nan") if t <= self.from_t else x0
-
-    def eps(self, x_t, t):
-        ab = self.alpha_bar(t, x_t)
-        return (x_t - ab.sqrt() * self.forward(x_t, t)) / (1 - ab).sqrt()
 
 
 def test_nan_raises_numerical_error_naming_the_step(gaussian_problem):

@@ -12,12 +12,12 @@ import torch
 
 from restore.errors import NumericalError, RestoreError
 from restore.noise import GaussianNoise, NoNoise
-from restore.prior.denoiser import Denoiser
+from restore.prior.schedule import timestep_for_sigma
 from restore.samplers import TASKS
 from restore.samplers import dpir as dpir_module
 from restore.samplers.defaults import defaults_for
 from restore.samplers.dpir import DPIRParams, dihedral, dihedral_inverse, dpir, noise_ladder
-from sampler_helpers import MaskedFourier, ReplicateBlur, assert_batch_equals_one_by_one, pinv, rms
+from sampler_helpers import MaskedFourier, NaNDenoiser, ReplicateBlur, assert_batch_equals_one_by_one, pinv, rms
 
 SIGMA = 0.05
 # λ = 1 is the exact splitting; the self-ensemble is off because the toy prior (random mean) is not
@@ -144,21 +144,12 @@ def test_registry_and_defaults():
         assert isinstance(d.params, DPIRParams) and d.steps >= 1
 
 
-class NaNDenoiser(Denoiser):
-    def __init__(self, inner: Denoiser, below_sigma: float) -> None:
-        super().__init__(inner.betas)
-        self.inner, self.below_sigma = inner, below_sigma
-
-    def eps(self, x_t, t):
-        e = self.inner.eps(x_t, t)
-        return e * float("nan") if float(self.sigma(t)) < self.below_sigma else e
-
-
 def test_nan_raises_numerical_error_naming_the_step(gaussian_problem):
     p = gaussian_problem("random:0.5:seed=1", SIGMA)
     params = DPIRParams(clip=False, sigma_max=0.8)  # ladder of 5: 0.8, 0.4, 0.2, 0.1, 0.05
     with pytest.raises(NumericalError, match="dpir produced NaN or Inf at step 4 of 5"):
-        run(p, 5, params, denoiser=NaNDenoiser(p.denoiser, 0.15))
+        # NaN below σ 0.15: the last two levels
+        run(p, 5, params, denoiser=NaNDenoiser(p.denoiser, float(timestep_for_sigma(p.denoiser.alphas_cumprod, 0.15))))
 
 
 def test_bad_parameters(gaussian_problem):

@@ -15,7 +15,7 @@ from restore.prior.denoiser import Denoiser
 from restore.samplers import dps as dps_module
 from restore.samplers.base import draw_samples
 from restore.samplers.dps import DPSParams, dps
-from sampler_helpers import assert_batch_equals_one_by_one
+from sampler_helpers import NaNDenoiser, assert_batch_equals_one_by_one
 
 SIGMA = 0.05
 
@@ -94,19 +94,9 @@ def test_non_finite_measurement_raises_numerical_error_naming_the_step(gaussian_
         run(p, 2, 50, 0.5, y=y)
 
 
-class NaNDenoiser(Denoiser):
-    def __init__(self, inner: Denoiser, from_step_t: int) -> None:
-        super().__init__(inner.betas)
-        self.inner, self.from_step_t = inner, from_step_t
-
-    def eps(self, x_t, t):
-        e = self.inner.eps(x_t, t)
-        return e * float("nan") if t <= self.from_step_t else e
-
-
 def test_nan_denoiser_raises_numerical_error_naming_the_step(gaussian_problem):
     p = gaussian_problem("random:0.5:seed=1", SIGMA)
-    bad = NaNDenoiser(p.denoiser, from_step_t=500)  # timesteps 999, 899, ..., 0: t ≤ 500 from step 6
+    bad = NaNDenoiser(p.denoiser, from_t=500)  # timesteps 999, 899, ..., 0: t ≤ 500 from step 6
     with pytest.raises(NumericalError, match="at step 6 of 11"):
         dps(bad, p.operator, p.y, noise=GaussianNoise(SIGMA), steps=11, generator=torch.Generator().manual_seed(0))
 

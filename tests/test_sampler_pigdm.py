@@ -14,13 +14,12 @@ import torch
 from operators import REGISTRY
 from restore.errors import NumericalError, RestoreError
 from restore.noise import GaussianNoise, NoNoise
-from restore.prior.denoiser import Denoiser
 from restore.samplers import TASKS
 from restore.samplers import pigdm as pigdm_module
 from restore.samplers.base import draw_samples
 from restore.samplers.defaults import defaults_for
 from restore.samplers.pigdm import PiGDMParams, pigdm
-from sampler_helpers import MaskedFourier, ReplicateBlur, assert_batch_equals_one_by_one, pinv, rms
+from sampler_helpers import MaskedFourier, NaNDenoiser, ReplicateBlur, assert_batch_equals_one_by_one, pinv, rms
 
 SIGMA = 0.05
 
@@ -133,16 +132,6 @@ def test_library_operators_without_svd(gaussian_problem, spec):
     # measured MSE 0.009 (blur; A⁺y: 20) and 0.005 (MRI; A⁺y: 0.012)
     mse, mse_pinv = (x - p.x).pow(2).mean().item(), (pinv(op, y) - p.x).pow(2).mean().item()
     assert mse < 0.03 and mse < mse_pinv, (spec, mse, mse_pinv)
-
-
-class NaNDenoiser(Denoiser):
-    def __init__(self, inner: Denoiser, from_t: int) -> None:
-        super().__init__(inner.betas)
-        self.inner, self.from_t = inner, from_t
-
-    def eps(self, x_t, t):
-        e = self.inner.eps(x_t, t)
-        return e * float("nan") if t <= self.from_t else e
 
 
 def test_nan_raises_numerical_error_naming_the_step(gaussian_problem):

@@ -14,10 +14,9 @@ import torch
 
 from restore.errors import NumericalError, RestoreError
 from restore.noise import GaussianNoise
-from restore.prior.denoiser import Denoiser
 from restore.samplers import reddiff as reddiff_module
 from restore.samplers.reddiff import REDDiffParams, reddiff
-from sampler_helpers import assert_batch_equals_one_by_one
+from sampler_helpers import NaNDenoiser, assert_batch_equals_one_by_one
 
 SIGMA = 0.05
 TOY = REDDiffParams(lam=0.25, lr=0.05)
@@ -76,16 +75,6 @@ def test_beats_pseudo_inverse_with_paper_learning_rate(gaussian_problem):
         x = run(p, 16, 100, params=REDDiffParams())  # λ = 0.25, lr = 0.5
         mse, mse_pinv = (x - p.x).pow(2).mean().item(), (pinv(p.operator, p.y) - p.x).pow(2).mean().item()
         assert mse < 0.5 * mse_pinv, (spec, mse, mse_pinv)
-
-
-class NaNDenoiser(Denoiser):
-    def __init__(self, inner: Denoiser, from_t: int) -> None:
-        super().__init__(inner.betas)
-        self.inner, self.from_t = inner, from_t
-
-    def eps(self, x_t, t):
-        e = self.inner.eps(x_t, t)
-        return e * float("nan") if t <= self.from_t else e
 
 
 def test_nan_raises_numerical_error_naming_the_step(gaussian_problem):
