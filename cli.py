@@ -81,6 +81,7 @@ def main(
 Images = Annotated[str, typer.Argument(help="An image file, a folder of images, or a glob such as 'photos/*.png' (quote it).", show_default=False)]
 Sampler = Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm; or dpir (one deterministic estimate, no posterior samples). Default: the fastest that does the task well.", show_default=False)]
 Steps = Annotated[Optional[int], typer.Option(min=1, help="Sampler steps (respaced schedule). Default: the sampler's default for the task.", show_default=False)]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="A sampler hyperparameter NAME=VALUE over the task's default, e.g. --set lam=0.4 (dpir) or --set eta=0.5 (ddrm); repeatable. A wrong name lists the sampler's hyperparameters.", show_default=False)]
 Prior = Annotated[str, typer.Option(help="Prior: a name from `restore priors list` or a weights file (.safetensors/.pt).")]
 NoiseSigma = Annotated[Optional[float], typer.Option(min=0.0, help="Measurement noise σ on the [0, 1] pixel scale (e.g. 0.025).", show_default=False)]
 Seed = Annotated[int, typer.Option(help="Random seed; image i of a folder uses seed + i.")]
@@ -127,7 +128,7 @@ def references_from(reference: Path | None):
     return lambda path: reference
 
 
-def run_task(task: str, images: str, prepare_for, *, sampler, steps, prior, seed, num_samples, device, precision,
+def run_task(task: str, images: str, prepare_for, *, sampler, steps, options, prior, seed, num_samples, device, precision,
              compile_network, batch_size, out, overwrite, save_grid, save_progress, quiet, json_out, extra: dict,
              suffixes: tuple[str, ...] | None = None) -> None:
     """What every task command does: list inputs, load the prior, run with progress, report.
@@ -141,7 +142,8 @@ def run_task(task: str, images: str, prepare_for, *, sampler, steps, prior, seed
     inputs = list_images(images, suffixes or IMAGE_SUFFIXES)
     if sampler is not None:  # unknown names, and samples from a one-estimate method, fail before the prior loads
         check_num_samples(get_sampler(sampler), num_samples)
-    settings = api.SolveSettings(sampler, steps, prior, seed, num_samples, device, precision)
+    settings = api.SolveSettings(sampler, steps, prior, seed, num_samples, device, precision, tuple(options or ()))
+    api.check_options(task, settings)  # so do hyperparameter names and values
     out = out or default_out(images)
     quiet = quiet or json_out
     with console.status("loading prior", spinner="dots") if not quiet else _nullcontext():
@@ -234,7 +236,7 @@ def inpaint(
     images: Images,
     mask: Annotated[str, typer.Option(help="Mask file (white = missing), a folder of masks matched by file name, or a spec: box:128, random:0.7, strokes.", show_default=False)],
     invert_mask: Annotated[bool, typer.Option(help="The mask's white pixels are the KEPT ones.")] = False,
-    sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
+    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
     compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, reference: Reference = None, overwrite: Overwrite = False,
     save_grid: SaveGrid = False, save_progress: SaveProgress = False, quiet: Quiet = False, json_out: JsonOut = False,
@@ -246,7 +248,7 @@ def inpaint(
     from restore import tasks
 
     prepare = tasks.inpaint(mask, noise_sigma, references_from(reference), invert_mask)
-    run_task("inpaint", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
+    run_task("inpaint", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
              overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
@@ -259,7 +261,7 @@ def deblur(
     images: Images,
     kernel: Annotated[str, typer.Option(help="Blur kernel: gaussian:SIZE:STD, motion:SIZE:INTENSITY, levin:1..8, or a .npy/.npz/.png file.")],
     boundary: Annotated[str, typer.Option(help="circular (periodic; SVD, fastest), reflect or valid (real photographs).")] = "reflect",
-    sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
+    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
     compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
@@ -267,7 +269,8 @@ def deblur(
 ) -> None:
     """Remove a known blur from images.
 
-    The default sampler (DDRM) leads on motion blur; for Gaussian (out-of-focus) blur use --sampler dpir.
+    The default sampler (DDRM) leads on motion blur; for Gaussian (out-of-focus) blur use --sampler dpir
+    (for motion blur with dpir, --set lam=0.4).
     """
     import operators
     from restore import tasks
@@ -280,7 +283,7 @@ def deblur(
         lambda shape: blurred_to_clean_shape(spec, shape),
         noise_sigma, simulate, references_from(reference),
     )
-    run_task("deblur", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
+    run_task("deblur", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
              overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
@@ -311,7 +314,7 @@ def superres(
     images: Images,
     scale: Annotated[int, typer.Option(min=2, max=8, help="Upscaling factor (2–8).")] = 4,
     kernel: Annotated[str, typer.Option(help="Downsampling model: bicubic (MATLAB imresize), avgpool or nearest.")] = "bicubic",
-    sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
+    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
     compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
@@ -328,7 +331,7 @@ def superres(
         lambda shape: (shape[0], shape[1] * scale, shape[2] * scale),
         noise_sigma, simulate, references_from(reference),
     )
-    run_task("superres", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
+    run_task("superres", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
              overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
@@ -339,7 +342,7 @@ def superres(
 @user_errors
 def denoise(
     images: Images,
-    sampler: Sampler = None, steps: Steps = None, prior: Prior = "default",
+    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default",
     noise_sigma: Annotated[Optional[float], typer.Option(min=0.0, help="Noise σ on the [0, 1] scale. Default: 0.1 with --simulate, else estimated from each image.", show_default=False)] = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
     compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
@@ -355,7 +358,7 @@ def denoise(
     base = tasks.image_task(lambda shape: operators.build("identity", shape), lambda shape: shape,
                             noise_sigma, simulate, references_from(reference))
     prepare = base if noise_sigma is not None else tasks.with_estimated_noise(base)
-    run_task("denoise", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
+    run_task("denoise", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
              overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
@@ -366,7 +369,7 @@ def denoise(
 @user_errors
 def colorize(
     images: Images,
-    sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
+    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
     compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
@@ -382,7 +385,7 @@ def colorize(
         lambda shape: (3, *shape[1:]),
         noise_sigma, simulate, references_from(reference), measured=tasks.colorize_input,
     )
-    run_task("colorize", images, prepare, sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
+    run_task("colorize", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
              overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
@@ -396,7 +399,7 @@ def mri(
     mask: Annotated[Optional[str], typer.Option(help="Sampling mask .npy/.png (non-zero = sampled). Default: where the k-space is non-zero.", show_default=False)] = None,
     acceleration: Annotated[Optional[int], typer.Option(min=1, help="Equispaced Cartesian sampling with this acceleration (with a fully sampled centre).", show_default=False)] = None,
     center_lines: Annotated[Optional[int], typer.Option(min=0, help="Fully sampled central columns for --acceleration (default 8% of the width).", show_default=False)] = None,
-    sampler: Sampler = None, steps: Steps = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
+    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
     compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
     overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
@@ -407,7 +410,7 @@ def mri(
 
     noise_sigma = default_noise(noise_sigma, simulate)
     prepare = tasks.mri(mask, acceleration, center_lines, noise_sigma, simulate, references_from(reference))
-    run_task("mri", kspace, prepare, suffixes=None if simulate else (".npy", ".h5", ".hdf5"), sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
+    run_task("mri", kspace, prepare, suffixes=None if simulate else (".npy", ".h5", ".hdf5"), sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
              overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,
@@ -421,7 +424,7 @@ def ct(
     angles: Annotated[int, typer.Option(min=1, help="Number of projection angles, evenly spaced over the arc.")] = 60,
     arc: Annotated[float, typer.Option(min=1.0, max=360.0, help="Angular range in degrees (180 = full; less = limited angle).")] = 180.0,
     size: Annotated[Optional[int], typer.Option(min=8, help="Side of the square image a measured sinogram shows (default: from the detector count).", show_default=False)] = None,
-    sampler: Sampler = None, steps: Steps = None, prior: Prior = "default",
+    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default",
     noise_sigma: Annotated[Optional[float], typer.Option(min=0.0, help="Noise σ relative to each sinogram's maximum (the ct60 protocol uses 0.005).", show_default=False)] = None,
     seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
     compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
@@ -433,7 +436,7 @@ def ct(
 
     noise_sigma = noise_sigma if noise_sigma is not None else (0.005 if simulate else 0.0)
     prepare = tasks.ct(angles, arc, size, noise_sigma, simulate, references_from(reference))
-    run_task("ct", sinogram, prepare, suffixes=None if simulate else (".npy",), sampler=sampler, steps=steps, prior=prior, seed=seed, num_samples=num_samples,
+    run_task("ct", sinogram, prepare, suffixes=None if simulate else (".npy",), sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
              device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
              overwrite=overwrite, save_grid=save_grid,
              save_progress=save_progress, quiet=quiet, json_out=json_out,

@@ -22,18 +22,16 @@ from restore import bench
 from restore.io import list_images
 from restore.metrics import psnr, ssim
 from restore.samplers import get_sampler
-from restore.samplers.defaults import defaults_for
+from restore.samplers.defaults import defaults_for, parse_value
 
 
 def parse_grid(items: list[str], params) -> list[dict]:
-    """['eta=0,0.5', 'eta_b=1'] → every combination, values cast like the defaults' fields."""
+    """['eta=0,0.5', 'eta_b=1'] → every combination, values cast like the defaults' fields (as ``--set`` does)."""
     axes = {}
     for item in items:
         name, _, values = item.partition("=")
-        kind = type(getattr(params, name))  # an unknown name is an AttributeError: say it plainly
-        if kind is type(None):  # an optional field left at None: a number
-            kind = lambda v: int(v) if v.lstrip("-").isdigit() else float(v)  # noqa: E731
-        axes[name] = [kind(v) if kind is not bool else v in ("1", "true", "True") for v in values.split(",")]
+        like = getattr(params, name)  # an unknown name is an AttributeError: say it plainly
+        axes[name] = [parse_value(v, like) for v in values.split(",")]
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from restore.errors import RestoreError
 from restore.samplers import PosteriorSamples, check_num_samples, check_operator, draw_samples, get_sampler
-from restore.samplers.defaults import defaults_for
+from restore.samplers.defaults import defaults_for, with_options
 
 #: the fastest sampler that does each task well (measured in benchmarks/RESULTS.md);
 #: SVD_FALLBACK is used when the task's default needs an SVD the operator lacks
@@ -47,9 +47,13 @@ class SolveSettings:
     num_samples: int = 1
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 on GPU and bf16-capable CPUs, else fp32
+    options: tuple[str, ...] = ()  # NAME=VALUE hyperparameters over the (sampler, task) defaults
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", tuple(self.options))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "options": list(self.options)}  # as it reads back from a JSON report
 
 
 def resolve_device(name: str) -> torch.device:
@@ -158,7 +162,10 @@ def solve(
     callback=None,
     params=None,
 ) -> PosteriorSamples:
-    """Posterior samples of x given y for a batch (image b seeded by ``indices[b]``), with mean and std."""
+    """Posterior samples of x given y for a batch (image b seeded by ``indices[b]``), with mean and std.
+
+    ``params`` replaces the (sampler, task) defaults; ``settings.options`` are then applied over either.
+    """
     sampler_name = choose_sampler(task, operator, settings.sampler, settings.num_samples)
     info = get_sampler(sampler_name)
     defaults = defaults_for(sampler_name, task)
@@ -169,7 +176,7 @@ def solve(
     return draw_samples(
         info.run, denoiser, operator, y,
         num_samples=settings.num_samples, noise=noise, steps=steps,
-        generator=gens, callback=callback, params=params or defaults.params,
+        generator=gens, callback=callback, params=with_options(params or defaults.params, settings.options, sampler_name),
     )
 
 
@@ -177,3 +184,18 @@ def resolved(settings: SolveSettings, task: str, operator) -> SolveSettings:
     """The settings with sampler and steps filled in, as they go into a report."""
     sampler = choose_sampler(task, operator, settings.sampler, settings.num_samples)
     return replace(settings, sampler=sampler, steps=settings.steps or defaults_for(sampler, task).steps)
+
+
+def check_options(task: str, settings: SolveSettings) -> None:
+    """Refuse, before any work, ``settings.options`` that the sampler a run would use does not take.
+
+    Without ``--sampler`` that is the task's default; an operator without an SVD can still swap it for
+    SVD_FALLBACK later, whose hyperparameters are checked when it runs.
+    """
+    if not settings.options:
+        return
+    sampler = settings.sampler or DEFAULT_SAMPLER[task]
+    if settings.sampler is None and settings.num_samples > 1 and not get_sampler(sampler).samples_posterior:
+        sampler = POSTERIOR_DEFAULT[task]
+    with_options(defaults_for(sampler, task).params, settings.options, sampler)
+

@@ -135,6 +135,9 @@ def test_metrics_command(images, tmp_path):
     (["inpaint", "{a}", "--mask", "box:8", "--sampler", "magic"], "unknown sampler"),
     (["inpaint", "{a}", "--mask", "box:8", "--sampler", "dpir", "--num-samples", "3"], "not posterior samples"),
     (["inpaint", "{bad}", "--mask", "box:8"], "cannot read image"),
+    (["inpaint", "{a}", "--mask", "box:8", "--sampler", "dpir", "--set", "lamb=0.3"], "its hyperparameters: lam="),
+    (["inpaint", "{a}", "--mask", "box:8", "--sampler", "dpir", "--set", "lam=much"], "not a valid value"),
+    (["inpaint", "{a}", "--mask", "box:8", "--set", "zeta"], "name=value"),
 ])
 def test_bad_inputs_give_one_line_and_exit_1(images, tiny_prior, tmp_path, args, message):
     small = tmp_path / "small.png"
@@ -147,6 +150,19 @@ def test_bad_inputs_give_one_line_and_exit_1(images, tiny_prior, tmp_path, args,
     result = invoke(*args, "--steps", "2", "--out", tmp_path / "o")
     assert result.exit_code == 1, result.output
     assert message in result.output.lower() and "Traceback" not in result.output
+
+
+def test_set_changes_a_hyperparameter_and_is_recorded(images, tiny_prior, tmp_path):
+    common = ["superres", images / "a.png", "--scale", "2", "--simulate", "--sampler", "dpir", *fast(tiny_prior)]
+    assert invoke(*common, "--out", tmp_path / "default").exit_code == 0
+    result = invoke(*common, "--set", "lam=5", "--set", "renoise=0", "--out", tmp_path / "set")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "set" / "report.json").read_text())
+    assert report["settings"]["options"] == ["lam=5", "renoise=0"]
+    default, changed = (read_image(tmp_path / d / "a.png").pixels for d in ("default", "set"))
+    assert not torch.equal(default, changed)
+    again = invoke(*common, "--set", "lam=6", "--out", tmp_path / "set")  # other options: not mixed into that folder
+    assert again.exit_code == 1 and "other settings (options)" in again.output
 
 
 def test_cuda_without_gpu_is_a_clear_error(images, tiny_prior, tmp_path):
@@ -190,7 +206,7 @@ def test_priors_commands(tmp_path, monkeypatch):
 
 def test_train_command_runs_and_resumes(images, tmp_path):
     out = tmp_path / "p.safetensors"
-    args = ["train", images, "--out", out, "--steps", "2", "--channels", "32", "--crop", "16", "--batch-size", "2", "--quiet"]
+    args = ["train", images, "--out", out, "--steps", "2", "--channels", "32", "--channel-mult", "1,2", "--crop", "16", "--batch-size", "2", "--quiet"]
     assert invoke(*args).exit_code == 0
     assert out.is_file() and out.with_suffix(".ckpt").is_file()
     args[args.index("--steps") + 1] = "3"
@@ -200,7 +216,7 @@ def test_train_command_runs_and_resumes(images, tmp_path):
 
 def test_train_anneal_continues_from_weights_and_stops_at_the_anneal_step(images, tmp_path):
     first = tmp_path / "first.safetensors"
-    base = [images, "--channels", "32", "--crop", "16", "--batch-size", "2", "--quiet"]
+    base = [images, "--channels", "32", "--channel-mult", "1,2", "--crop", "16", "--batch-size", "2", "--quiet"]
     assert invoke("train", *base, "--out", first, "--steps", "2").exit_code == 0
     second = tmp_path / "second.safetensors"
     assert invoke("train", *base, "--out", second, "--init-from", first, "--anneal-to", "5", "--low-t-fraction", "0.9").exit_code == 0
@@ -211,7 +227,7 @@ def test_train_anneal_continues_from_weights_and_stops_at_the_anneal_step(images
 
 def test_a_constant_rate_run_resumed_with_anneal_to_anneals_from_where_it_stands(images, tmp_path):
     out = tmp_path / "p.safetensors"
-    base = ["train", images, "--out", out, "--channels", "32", "--crop", "16", "--batch-size", "2", "--quiet"]
+    base = ["train", images, "--out", out, "--channels", "32", "--channel-mult", "1,2", "--crop", "16", "--batch-size", "2", "--quiet"]
     assert invoke(*base, "--steps", "2").exit_code == 0
     assert invoke(*base, "--anneal-to", "4").exit_code == 0  # resumes the .ckpt, anneals steps 2 → 4, stops
     training = json.loads(out.with_suffix(".json").read_text())["training"]

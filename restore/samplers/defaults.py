@@ -30,6 +30,43 @@ def defaults_for(sampler: str, task: str) -> Defaults:
         raise RestoreError(f"no defaults for sampler '{sampler}' on task '{task}'") from None
 
 
+def parse_value(text: str, like: Any) -> Any:
+    """``text`` as a value of the type of ``like`` (a field's default); a number where the default is None;
+    a tuple from comma-separated values (``0.9,0.99``, brackets allowed)."""
+    if isinstance(like, tuple):
+        parts = [part for part in text.strip("()[] ").split(",") if part.strip()]
+        if len(parts) != len(like):
+            raise ValueError(f"'{text}' does not have {len(like)} values")
+        return tuple(parse_value(part.strip(), item) for part, item in zip(parts, like))
+    if isinstance(like, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"'{text}' is not true or false")
+        return text.lower() in ("true", "1")
+    if isinstance(like, int):
+        return int(text)
+    if isinstance(like, float) or like is None:
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+    return type(like)(text)
+
+
+def with_options(params: Any, options: tuple[str, ...] | list[str], sampler: str) -> Any:
+    """The hyperparameters ``params`` with ``NAME=VALUE`` settings applied (``--set lam=0.4``), checked by name."""
+    values = {}
+    for option in options:
+        name, sep, text = option.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise RestoreError(f"--set takes NAME=VALUE, got '{option}'")
+        if not hasattr(params, name):
+            known = ", ".join(f"{f.name}={getattr(params, f.name)}" for f in dataclasses.fields(params))
+            raise RestoreError(f"{sampler} has no hyperparameter '{name}'; its hyperparameters: {known}")
+        try:
+            values[name] = parse_value(text.strip(), getattr(params, name))
+        except ValueError:
+            raise RestoreError(f"--set {name}: '{text}' is not a valid value (the default is {getattr(params, name)})") from None
+    return dataclasses.replace(params, **values)
+
+
 # DPS (Chung et al. 2023): the paper runs 1000 ancestral steps with ζ from the official task configs
 # (DPS2022/diffusion-posterior-sampling configs/*.yaml "scale": 0.5 inpainting, 0.3 deblurring and SR).
 # Here 100 steps (the CPU speed target: about 3 network evaluations' time per step), where the
@@ -151,7 +188,11 @@ TABLE["dpir"] = {
     # at 16 steps – / 25.60 / 25.62, at 24 steps – / 25.51 / 25.53 (σ_1 2.5 instead of 1.5: −0.06 at 16 steps) —
     # the data step all but replaces the kept pixels (ρ = λσ_n²/σ_k² ≪ 1)
     "inpaint": Defaults(16, DPIRParams(lam=0.02, sigma_max=1.5)),
-    "deblur": Defaults(16, DPIR_RENOISED),
+    # deblurring ends its ladder at the schedule's floor σ 0.01 instead of σ_n (session 15, images 40–47, 16 steps):
+    # sigma_min 0.01 / 0.02 / 0.05 (σ_n) / 0.08 → gblur 22.88 / 22.88 / 22.85 / 22.78 dB, mblur 26.14 / 25.95 / 25.69 / –
+    # (no change for sr4: 22.84 / 22.85 / 22.85). Motion blur wants a larger λ (σ_min 0.01: λ 0.2 / 0.3 / 0.4 / 0.8 →
+    # 26.14 / 27.37 / 27.60 / 26.80; DDRM 26.96), Gaussian blur does not (22.88 / 22.80 / 22.71): λ stays at 0.2
+    "deblur": Defaults(16, dataclasses.replace(DPIR_RENOISED, sigma_min=0.01)),
     "superres": Defaults(16, DPIR_RENOISED),
     "denoise": Defaults(8, DPIRParams(lam=0.2, sigma_max=0.4)),
     # colorization (gray → RGB, σ_y 0.025, images 40–45): renoise 0 / 0.6 / 1 → 17.46 / 18.16 / 17.94 dB
