@@ -81,7 +81,7 @@ def main(
 Images = Annotated[str, typer.Argument(help="An image file, a folder of images, or a glob such as 'photos/*.png' (quote it).", show_default=False)]
 Sampler = Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm; or dpir (one deterministic estimate, no posterior samples). Default: the fastest that does the task well.", show_default=False)]
 Steps = Annotated[Optional[int], typer.Option(min=1, help="Sampler steps (respaced schedule). Default: the sampler's default for the task.", show_default=False)]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="A sampler hyperparameter NAME=VALUE over the task's default, e.g. --set lam=0.4 (dpir) or --set eta=0.5 (ddrm); repeatable. A wrong name lists the sampler's hyperparameters.", show_default=False)]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE", help="A sampler hyperparameter NAME=VALUE over the task's default, e.g. --set lam=0.4 (dpir) or --set eta=0.5 (ddrm); repeatable. A wrong name lists the sampler's hyperparameters.", show_default=False)]
 Prior = Annotated[str, typer.Option(help="Prior: a name from `restore priors list` or a weights file (.safetensors/.pt).")]
 NoiseSigma = Annotated[Optional[float], typer.Option(min=0.0, help="Measurement noise σ on the [0, 1] pixel scale (e.g. 0.025).", show_default=False)]
 Seed = Annotated[int, typer.Option(help="Random seed; image i of a folder uses seed + i.")]
@@ -269,8 +269,8 @@ def deblur(
 ) -> None:
     """Remove a known blur from images.
 
-    The default sampler (DDRM) leads on motion blur; for Gaussian (out-of-focus) blur use --sampler dpir
-    (for motion blur with dpir, --set lam=0.4).
+    The default sampler (DDRM) does well on both kinds of blur; DPIR does better: --sampler dpir for Gaussian
+    (out-of-focus) blur, --sampler dpir --set lam=0.4 for motion blur (benchmarks/RESULTS.md, session 15).
     """
     import operators
     from restore import tasks

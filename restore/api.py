@@ -24,7 +24,9 @@ from restore.samplers.defaults import defaults_for, with_options
 #: SVD_FALLBACK is used when the task's default needs an SVD the operator lacks
 DEFAULT_SAMPLER = {
     "inpaint": "diffpir",  # at 20 NFE DDRM is biased on pixel masks (random70: 23.2 dB vs 26.9, RESULTS.md)
-    "deblur": "ddrm",  # DPIR leads on Gaussian blur (+1.25 dB over Wiener against +0.38) but not on motion blur
+    # DPIR leads on both blurs, but with a different λ each (0.2 Gaussian, 0.4 motion: RESULTS.md session 15);
+    # DDRM serves both with one setting
+    "deblur": "ddrm",
     "superres": "dpir",  # sr4, validation images 0–7: +0.86 dB over bicubic against DDRM's +0.20 (RESULTS.md)
     "denoise": "ddrm",
     "colorize": "diffpir",  # luminance → RGB, σ_y 0.025: 18.33 dB against DDRM's 17.27 (tuning images 40–45)
