@@ -200,4 +200,3 @@ def check_options(task: str, settings: SolveSettings) -> None:
     if settings.sampler is None and settings.num_samples > 1 and not get_sampler(sampler).samples_posterior:
         sampler = POSTERIOR_DEFAULT[task]
     with_options(defaults_for(sampler, task).params, settings.options, sampler)
-

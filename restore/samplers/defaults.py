@@ -57,8 +57,9 @@ def with_options(params: Any, options: tuple[str, ...] | list[str], sampler: str
         name = name.strip()
         if not sep or not name:
             raise RestoreError(f"--set takes NAME=VALUE, got '{option}'")
-        if not hasattr(params, name):
-            known = ", ".join(f"{f.name}={getattr(params, f.name)}" for f in dataclasses.fields(params))
+        fields = [f.name for f in dataclasses.fields(params)]
+        if name not in fields:
+            known = ", ".join(f"{field}={getattr(params, field)}" for field in fields)
             raise RestoreError(f"{sampler} has no hyperparameter '{name}'; its hyperparameters: {known}")
         try:
             values[name] = parse_value(text.strip(), getattr(params, name))
