@@ -51,9 +51,6 @@ class SolveSettings:
     precision: str = "auto"  # auto: bf16 on GPU and bf16-capable CPUs, else fp32
     options: tuple[str, ...] = ()  # NAME=VALUE hyperparameters over the (sampler, task) defaults
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "options", tuple(self.options))
-
     def to_dict(self) -> dict:
         return {**asdict(self), "options": list(self.options)}  # as it reads back from a JSON report
 
@@ -98,11 +95,17 @@ def choose_sampler(task: str, operator, requested: str | None, num_samples: int 
         check_operator(info, operator)
         check_num_samples(info, num_samples)
         return requested
+    name = task_default_sampler(task, num_samples)
+    if get_sampler(name).needs_svd and not operator.has_svd:
+        name = SVD_FALLBACK
+    return name
+
+
+def task_default_sampler(task: str, num_samples: int = 1) -> str:
+    """The task's default sampler, or its posterior-sampling default when several samples are asked for."""
     name = DEFAULT_SAMPLER[task]
     if num_samples > 1 and not get_sampler(name).samples_posterior:
         name = POSTERIOR_DEFAULT[task]
-    if get_sampler(name).needs_svd and not operator.has_svd:
-        name = SVD_FALLBACK
     return name
 
 
@@ -196,7 +199,5 @@ def check_options(task: str, settings: SolveSettings) -> None:
     """
     if not settings.options:
         return
-    sampler = settings.sampler or DEFAULT_SAMPLER[task]
-    if settings.sampler is None and settings.num_samples > 1 and not get_sampler(sampler).samples_posterior:
-        sampler = POSTERIOR_DEFAULT[task]
+    sampler = settings.sampler or task_default_sampler(task, settings.num_samples)
     with_options(defaults_for(sampler, task).params, settings.options, sampler)
