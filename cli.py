@@ -47,11 +47,11 @@ def user_errors(command):
             console.print("[yellow]interrupted[/]: run the same command again to resume")
             raise typer.Exit(130) from None
         except Exception as err:  # noqa: BLE001 - the edge of the program
-            from restore.errors import RestoreError
+            from restore.errors import USER_ERRORS
 
             if DEBUG["on"]:
                 raise
-            if isinstance(err, RestoreError):
+            if isinstance(err, USER_ERRORS):
                 console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
             else:
                 console.print(f"[red]internal error:[/] {type(err).__name__}: {err} (run with --debug for the traceback)", highlight=False, soft_wrap=True)
@@ -630,6 +630,7 @@ def train(
     channel_mult: Annotated[str, typer.Option(help="Channel multiplier of each UNet level, comma-separated (one level per halving of the resolution).")] = "1,2,3,4",
     res_blocks: Annotated[int, typer.Option(min=1, help="Residual blocks per UNet level (depth at every resolution).")] = 1,
     crop: Annotated[int, typer.Option(min=16, help="Training crop size in pixels.")] = 64,
+    scales: Annotated[str, typer.Option(help="Also train on the photographs shrunk by these factors (comma-separated; 1 = full size), so that crops span larger structure.")] = "1",
     batch_size: Annotated[int, typer.Option(min=1, help="Crops per step.")] = 16,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 3e-4,
     low_t_fraction: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of crops noised at a low level (t < --low-t-max of 1000) rather than uniformly: weight on denoising quality.")] = 0.5,
@@ -663,6 +664,10 @@ def train(
         levels = []
     if not levels or min(levels) < 1 or crop % 2 ** (len(levels) - 1):
         raise RestoreError(f"--channel-mult must be positive integers, one per level, with --crop divisible by 2^(levels-1); got '{channel_mult}'")
+    try:
+        shrink_factors = tuple(int(f) for f in scales.split(","))
+    except ValueError:
+        raise RestoreError(f"--scales must be comma-separated integers such as 1,2,4; got '{scales}'") from None
     train_device = resolve_device(device)
     names = set(exclude.read_text().split()) if exclude else set()
     base = TrainConfig()
@@ -670,7 +675,7 @@ def train(
             "num_res_blocks": res_blocks}
     config = dataclasses.replace(base, unet=unet, crop=crop, batch_size=batch_size, lr=lr, seed=seed,
                                  low_t_fraction=low_t_fraction, low_t_max=low_t_max, loss_weight=loss_weight,
-                                 anneal_end=anneal_to or 0)
+                                 anneal_end=anneal_to or 0, scales=shrink_factors)
     check_request(config, minutes, anneal)
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),

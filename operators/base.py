@@ -37,15 +37,18 @@ def inner(a: Tensor, b: Tensor) -> Tensor:
     return prod.real.flatten(1).sum(dim=1)
 
 
-class LinearOperator(nn.Module):
-    """A linear measurement model y = A x on image batches (B, C, H, W).
+class Operator(nn.Module):
+    """A measurement model y = A(x) on image batches (B, C, H, W), built for one image shape.
 
-    Built for one image shape ``in_shape`` = (C, H, W); subclasses check their
-    parameters against it at construction and raise :class:`OperatorError`.
+    ``in_shape`` = (C, H, W); subclasses check their parameters against it at construction and raise
+    :class:`OperatorError`. :class:`LinearOperator` and :class:`NonlinearOperator` say what else a
+    sampler may use.
     """
 
     #: registry key, the first field of the spec string (e.g. ``"bicubic"``)
     name: ClassVar[str] = ""
+    #: whether A is linear (adjoint, pseudo-inverse and proximal steps exist)
+    linear: ClassVar[bool] = False
     #: True for subclasses of SVDOperator (what DDRM needs)
     has_svd: ClassVar[bool] = False
     #: True when images are complex (e.g. MRI with complex images); real otherwise
@@ -71,7 +74,7 @@ class LinearOperator(nn.Module):
         return f"spec={self.spec!r}"
 
     @classmethod
-    def from_spec(cls, args: str, in_shape: tuple[int, int, int]) -> LinearOperator:
+    def from_spec(cls, args: str, in_shape: tuple[int, int, int]) -> Operator:
         """Build from the part of a spec after ``name:`` (see operators.registry)."""
         raise NotImplementedError
 
@@ -80,6 +83,40 @@ class LinearOperator(nn.Module):
 
     def A(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def stack(cls, ops: list[Operator]) -> Operator:
+        """One operator applying ``ops[b]`` to image b: buffers are concatenated along the batch dimension."""
+        if not ops:
+            raise OperatorError("cannot stack an empty list of operators")
+        first = ops[0]
+        if any(type(op) is not type(first) for op in ops):
+            raise OperatorError("only operators of one kind can be stacked: " + ", ".join(op.spec for op in ops))
+        stacked = copy.deepcopy(first)
+        for name, buf in first.named_buffers(recurse=False):
+            parts = [getattr(op, name) for op in ops]
+            if buf.dim() == 0 or any(p.shape[1:] != buf.shape[1:] for p in parts):
+                if all(torch.equal(p, buf) for p in parts):
+                    continue  # a shared buffer (e.g. a grid): keep one copy
+                raise OperatorError(f"cannot stack operators whose '{name}' differ in shape: {first.spec}")
+            setattr(stacked, name, torch.cat(parts, dim=0))
+        stacked._specs = [s for op in ops for s in op._specs]
+        return stacked
+
+
+class NonlinearOperator(Operator):
+    """y = A(x) for a differentiable, not necessarily linear A (JPEG, phase retrieval).
+
+    Only samplers that need nothing but A and its gradient (DPS, RED-Diff, DAPS) can use one.
+    """
+
+    linear: ClassVar[bool] = False
+
+
+class LinearOperator(Operator):
+    """A linear measurement model y = A x: implement ``A``; the adjoint, A⁺ and proximal steps follow."""
+
+    linear: ClassVar[bool] = True
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         """The adjoint, derived by autograd as the vector-Jacobian product of the linear map A.
@@ -116,26 +153,6 @@ class LinearOperator(nn.Module):
         """u = (A A^T + c I)⁻¹ r in measurement space (c > 0), by conjugate gradients."""
         c = _per_image(c, r)
         return conjugate_gradient(lambda v: self.A(self.A_adjoint(v)) + c * v, r, tol=tol, max_iter=max_iter)
-
-    @classmethod
-    def stack(cls, ops: list[LinearOperator]) -> LinearOperator:
-        """One operator applying ``ops[b]`` to image b: buffers are concatenated along the batch dimension."""
-        if not ops:
-            raise OperatorError("cannot stack an empty list of operators")
-        first = ops[0]
-        if any(type(op) is not type(first) for op in ops):
-            raise OperatorError("only operators of one kind can be stacked: " + ", ".join(op.spec for op in ops))
-        stacked = copy.deepcopy(first)
-        for name, buf in first.named_buffers(recurse=False):
-            parts = [getattr(op, name) for op in ops]
-            if buf.dim() == 0 or any(p.shape[1:] != buf.shape[1:] for p in parts):
-                if all(torch.equal(p, buf) for p in parts):
-                    continue  # a shared buffer (e.g. a grid): keep one copy
-                raise OperatorError(f"cannot stack operators whose '{name}' differ in shape: {first.spec}")
-            setattr(stacked, name, torch.cat(parts, dim=0))
-        stacked._specs = [s for op in ops for s in op._specs]
-        return stacked
-
 
 class SVDOperator(LinearOperator):
     """An operator given by its singular value decomposition A = U diag(s) V^T.

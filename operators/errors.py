@@ -1,7 +1,5 @@
-"""The one exception operators raise for bad parameters."""
-
-from restore.errors import RestoreError
+"""The one exception operators raise for bad parameters (``restore`` adds it to the errors it reports in one line)."""
 
 
-class OperatorError(RestoreError, ValueError):
+class OperatorError(ValueError):
     """A measurement operator cannot be built or applied as asked (bad spec, size, kernel, ...)."""

@@ -33,7 +33,7 @@ import operators
 from operators.color import rgb_to_luminance
 from restore import __version__
 from restore.api import generators
-from restore.errors import RestoreError
+from restore.errors import USER_ERRORS, RestoreError
 from restore.io import atomic_write, make_grid, read_image, to_display, write_image
 from restore.metrics import lpips_distance, psnr, ssim
 from restore.noise import GaussianNoise
@@ -345,7 +345,7 @@ def run_suite(
                         if index not in references:
                             references[index] = load_reference(path, options.size)
                         problems.append(make_problem(task, references[index], index, path.stem))
-                    except RestoreError as err:  # this image cannot enter the task (size, kernel, …)
+                    except USER_ERRORS as err:  # this image cannot enter the task (size, kernel, …)
                         new_rows.append(Row(task.name, method.label, path.stem, index, "failed", error=str(err), config=config))
                 if problems:
                     progress.on_work(f"{task.name} · {method.label} · {', '.join(p.name for p in problems)}")
@@ -388,7 +388,7 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
             steps = method.steps or options.steps or defaults.steps
             nfe = info.nfe(steps) * method.samples
             x_hat = solve_batch(info, denoiser, problems, steps, defaults.params, options.seed, method.samples)
-    except RestoreError as err:
+    except USER_ERRORS as err:
         return [Row(task.name, method.label, p.name, p.index, "failed", error=str(err), config=config) for p in problems]
     seconds = (time.time() - start) / len(problems)
     x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().cpu().clamp(-1, 1)

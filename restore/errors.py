@@ -1,8 +1,9 @@
-"""The project's exceptions. The CLI turns a RestoreError into one line on stderr and exit code 1.
+"""The project's exceptions. The CLI turns any of ``USER_ERRORS`` into one line on stderr and exit code 1.
 
-This module imports nothing, so every part of the project (operators included) can raise these
-without import cost or cycles.
+Operators live in their own package, below the library, with their own exception.
 """
+
+from operators.errors import OperatorError
 
 
 class RestoreError(Exception):
@@ -11,3 +12,7 @@ class RestoreError(Exception):
 
 class NumericalError(RestoreError):
     """A sampler produced NaN or Inf."""
+
+
+#: what a request can fail with that the user can fix: reported in one line, never as a traceback
+USER_ERRORS = (RestoreError, OperatorError)

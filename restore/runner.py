@@ -29,7 +29,7 @@ import torch
 
 from restore import __version__
 from restore.api import SolveSettings, resolved, solve
-from restore.errors import RestoreError
+from restore.errors import USER_ERRORS, RestoreError
 from restore.io import atomic_write, make_grid, save_array, to_display, write_gif, write_image
 from restore.metrics import compute_metrics
 from restore.samplers import get_sampler
@@ -165,7 +165,7 @@ def run(
             continue
         try:
             item = prepare(path, index)
-        except RestoreError as err:
+        except USER_ERRORS as err:
             records[index] = Record(path.stem, str(path), "failed", error=str(err))
             progress.on_image_done(records[index])
             continue
@@ -202,7 +202,7 @@ def restore_batch(items: list[Item], denoiser, options: RunOptions, settings: di
             denoiser, operator, y, task=options.task, noise=items[0].noise, settings=options.settings,
             indices=[item.index for item in items], callback=callback,
         )
-    except RestoreError as err:
+    except USER_ERRORS as err:
         return [Record(item.name, str(item.source), "failed", error=str(err)) for item in items]
     seconds = (time.time() - start) / len(items)
     records = []

@@ -423,3 +423,18 @@ def dihedral_views(x):
         turned = torch.rot90(x, k, dims=(1, 2))
         views += [turned, turned.flip(-1)]
     return views
+
+
+def test_training_scales_add_box_averaged_copies_of_each_photograph(tmp_path):
+    """``--scales 1,2,4``: each photograph also comes shrunk by 2 and 4 (box means of its pixels); too small ones go."""
+    from restore.prior.train import TrainConfig, check_request, load_images_uint8
+
+    pixels = np.random.default_rng(1).integers(0, 256, (40, 24, 3), dtype=np.uint8)
+    imageio.imwrite(tmp_path / "photo.png", pixels)
+    images = load_images_uint8([tmp_path / "photo.png"], min_side=8, scales=(1, 2, 4))
+    assert [tuple(i.shape) for i in images] == [(3, 40, 24), (3, 20, 12)]  # ×4 is 6 px wide: left out
+    box = pixels.reshape(20, 2, 12, 2, 3).astype(float).mean(axis=(1, 3)).transpose(2, 0, 1)
+    assert np.abs(images[1].numpy().astype(float) - box).max() <= 0.5 + 1e-6
+    assert TrainConfig.from_dict({"scales": [1, 2]}).scales == (1, 2)
+    with pytest.raises(RestoreError, match="--scales"):
+        check_request(TrainConfig(scales=(0, 2)), None, False)

@@ -58,6 +58,15 @@ class TrainConfig:
     #: (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", γ = 5),
     #: which keeps the near-noiseless steps from dominating the gradient
     loss_weight: str = "eps"
+    #: the training photographs are also shown shrunk by these factors (box-averaged), each scale as
+    #: many images as the first: a 64-pixel crop of a ×4-shrunk photograph spans 256 of its pixels, so
+    #: the prior learns structure larger than its crop (what a large hole must be filled with)
+    scales: tuple[int, ...] = (1,)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """The config a checkpoint or weights file recorded (JSON turned its tuples into lists)."""
+        return cls(**{**values, "scales": tuple(values.get("scales", (1,)))})
 
 
 @dataclass
@@ -91,19 +100,22 @@ def image_files(paths: Sequence[str | Path], exclude: set[str] = frozenset()) ->
     return files
 
 
-def load_images_uint8(files: Sequence[Path], min_side: int) -> list[Tensor]:
+def load_images_uint8(files: Sequence[Path], min_side: int, scales: Sequence[int] = (1,)) -> list[Tensor]:
     """Decode images once into uint8 (3, H, W) tensors kept in memory (grayscale → RGB, alpha dropped).
 
     Decoding is :func:`restore.io.read_image`'s (16-bit files, one-line errors for unreadable ones).
+    Each image comes once per factor in ``scales``, shrunk by box averaging; versions shorter than
+    ``min_side`` are left out.
     """
     from restore.io import read_image
 
     images = []
     for f in files:
-        pixels = read_image(f).pixels  # (1 or 3, H, W) in [-1, 1]
-        img = ((pixels + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).expand(3, -1, -1).contiguous()
-        if min(img.shape[1:]) >= min_side:
-            images.append(img)
+        pixels = read_image(f).pixels.expand(3, -1, -1)  # (3, H, W) in [-1, 1]
+        for factor in scales:
+            shrunk = torch.nn.functional.avg_pool2d(pixels[None], factor)[0] if factor > 1 else pixels
+            if min(shrunk.shape[1:]) >= min_side:
+                images.append(((shrunk + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).contiguous())
     if not images:
         raise RestoreError(f"no training image is at least {min_side} px on its shorter side")
     return images
@@ -239,7 +251,7 @@ def load_checkpoint(path: Path, device: torch.device = torch.device("cpu")) -> t
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise RestoreError(f"cannot resume from {path}: {err}") from None
-    config = TrainConfig(**json.loads(payload["train_config"]))
+    config = TrainConfig.from_dict(json.loads(payload["train_config"]))
     state = new_state(config, device)
     state.net.load_state_dict(payload["net"])
     state.ema.load_state_dict(payload["ema"])
@@ -354,7 +366,7 @@ def train(
     if config.anneal_end:
         steps = config.anneal_end if steps is None else min(steps, config.anneal_end)
     files = image_files(image_paths, exclude)
-    crops = CropSource.from_images(load_images_uint8(files, config.crop)).to(device)
+    crops = CropSource.from_images(load_images_uint8(files, config.crop, config.scales)).to(device)
     alphas_cumprod = torch.cumprod(1 - make_betas(config.schedule), dim=0).to(device)
     # torch.compile fuses the network's many small normalisation and activation kernels (a first step of
     # a minute or two to compile; the crop size is fixed: static shapes); state.net stays the plain module that
@@ -387,6 +399,8 @@ def check_request(config: TrainConfig, minutes: float | None, anneal_over_minute
     """What a training request cannot be, said before any work (the CLI calls it before its progress bar)."""
     if config.loss_weight not in LOSS_WEIGHTS:
         raise RestoreError(f"unknown --loss-weight '{config.loss_weight}'; use one of: {', '.join(LOSS_WEIGHTS)}")
+    if not config.scales or min(config.scales) < 1:
+        raise RestoreError(f"--scales must be positive integers (1 = full size), got {config.scales}")
     if anneal_over_minutes and (minutes is None or config.anneal_end):
         raise RestoreError("--anneal needs --minutes (the time it anneals over) and no --anneal-to")
 
