@@ -7,11 +7,14 @@ traceback); a folder run in which some images failed exits with 1 after restorin
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
-import glob
 import json
 import math
 import sys
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -79,87 +82,97 @@ def main(
 
 # ---- options shared by the task commands -------------------------------------------------------
 Images = Annotated[str, typer.Argument(help="An image file, a folder of images, or a glob such as 'photos/*.png' (quote it).", show_default=False)]
-Sampler = Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm; or dpir (one deterministic estimate, no posterior samples). Default: the fastest that does the task well.", show_default=False)]
 Steps = Annotated[Optional[int], typer.Option(min=1, help="Sampler steps (respaced schedule). Default: the sampler's default for the task.", show_default=False)]
-SetOption = Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE", help="A sampler hyperparameter NAME=VALUE over the task's default, e.g. --set lam=0.4 (dpir) or --set eta=0.5 (ddrm); repeatable. A wrong name lists the sampler's hyperparameters.", show_default=False)]
 Prior = Annotated[str, typer.Option(help="Prior: a name from `restore priors list` or a weights file (.safetensors/.pt).")]
-NoiseSigma = Annotated[Optional[float], typer.Option(min=0.0, help="Measurement noise σ on the [0, 1] pixel scale (e.g. 0.025).", show_default=False)]
 Seed = Annotated[int, typer.Option(help="Random seed; image i of a folder uses seed + i.")]
-NumSamples = Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 also writes their mean and an uncertainty (std) map.")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 Precision = Annotated[str, typer.Option(help="auto (bf16 on GPUs and on CPUs with native bf16, else fp32), fp32, bf16 or fp16.")]
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the network (CUDA graphs on a GPU): pays for many images of one size; the first image waits about a minute.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Images restored together (same size only).")]
-Out = Annotated[Optional[Path], typer.Option(help="Output folder. Default: a 'restored' folder beside the input.", show_default=False)]
-Simulate = Annotated[bool, typer.Option(help="Treat the input as the clean image: simulate the measurement, restore it, report metrics.")]
-Reference = Annotated[Optional[Path], typer.Option(help="Ground truth for metrics: a file, or a folder matched by file name.", show_default=False)]
-Overwrite = Annotated[bool, typer.Option(help="Redo images already restored in the output folder.")]
-SaveGrid = Annotated[bool, typer.Option(help="Also write a side-by-side figure: measurement | restoration | reference | uncertainty.")]
-SaveProgress = Annotated[bool, typer.Option(help="Also write an animated GIF of the estimate x̂0 over the steps.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or table.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+NOISE_HELP = "Measurement noise σ on the [0, 1] pixel scale (e.g. 0.025)."
 
 
-def default_out(images: str) -> Path:
-    """A new 'restored' folder beside the input (a file's folder, a folder's parent, a glob's folder)."""
-    path = Path(images)
-    if path.is_file() or glob.has_magic(images):
-        base = path.parent
-    else:
-        base = path.resolve().parent
-    return base / "restored"
+@dataclass(frozen=True)
+class TaskOptions:
+    """The options every task command takes, declared once (``task_command`` adds them to each command)."""
+
+    sampler: Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm; or dpir (one deterministic estimate, no posterior samples). Default: the fastest that does the task well.", show_default=False)] = None
+    steps: Steps = None
+    hyperparameters: Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE", help="A sampler hyperparameter NAME=VALUE over the task's default, e.g. --set lam=0.4 (dpir) or --set eta=0.5 (ddrm); repeatable. A wrong name lists the sampler's hyperparameters.", show_default=False)] = None
+    prior: Prior = "default"
+    noise_sigma: Annotated[Optional[float], typer.Option(min=0.0, help=NOISE_HELP, show_default=False)] = None
+    seed: Seed = 0
+    num_samples: Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 also writes their mean and an uncertainty (std) map.")] = 1
+    device: Device = "auto"
+    precision: Precision = "auto"
+    compile_network: Compile = False
+    batch_size: BatchSize = 1
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: a 'restored' folder beside the input.", show_default=False)] = None
+    simulate: Annotated[bool, typer.Option(help="Treat the input as the clean image: simulate the measurement, restore it, report metrics.")] = False
+    reference: Annotated[Optional[Path], typer.Option(help="Ground truth for metrics: a file, or a folder matched by file name.", show_default=False)] = None
+    overwrite: Annotated[bool, typer.Option(help="Redo images already restored in the output folder.")] = False
+    save_grid: Annotated[bool, typer.Option(help="Also write a side-by-side figure: measurement | restoration | reference | uncertainty.")] = False
+    save_progress: Annotated[bool, typer.Option(help="Also write an animated GIF of the estimate x̂0 over the steps.")] = False
+    quiet: Quiet = False
+    json_out: JsonOut = False
 
 
-def references_from(reference: Path | None):
-    """path → its reference file (same stem in a folder, or the one file), or None."""
-    from restore.errors import RestoreError
+def task_command(*, simulate: bool = True, noise_help: str = NOISE_HELP):
+    """Register a task command: its own options, then every TaskOptions field, gathered into ``options``.
 
-    if reference is None:
-        return lambda path: None
-    if reference.is_dir():
-        def match(path: Path) -> Path:
-            found = sorted(p for p in reference.iterdir() if p.stem == path.stem and p.is_file())
-            if not found:
-                raise RestoreError(f"no reference named {path.stem}.* in {reference}")
-            return found[0]
-        return match
-    if not reference.is_file():
-        raise RestoreError(f"reference not found: {reference}")
-    return lambda path: reference
-
-
-def run_task(task: str, images: str, prepare_for, *, sampler, steps, options, prior, seed, num_samples, device, precision,
-             compile_network, batch_size, out, overwrite, save_grid, save_progress, quiet, json_out, extra: dict,
-             suffixes: tuple[str, ...] | None = None) -> None:
-    """What every task command does: list inputs, load the prior, run with progress, report.
-
-    ``suffixes``: the input file types when they are not images (k-space, sinograms).
+    ``simulate=False`` leaves out --simulate (inpainting always simulates); ``noise_help`` words --noise-sigma.
     """
+    import inspect
+
+    def decorate(command):
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "options"]
+        hints = typing.get_type_hints(TaskOptions, include_extras=True)
+        shared = []
+        for f in dataclasses.fields(TaskOptions):
+            if f.name == "simulate" and not simulate:
+                continue
+            annotation = hints[f.name]
+            if f.name == "noise_sigma":
+                annotation = Annotated[Optional[float], typer.Option(min=0.0, help=noise_help, show_default=False)]
+            shared.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=annotation))
+        names = {p.name for p in shared}
+
+        @functools.wraps(command)
+        def wrapper(**values):
+            options = TaskOptions(**{k: values.pop(k) for k in list(values) if k in names})
+            return command(**values, options=options)
+
+        wrapper.__signature__ = inspect.Signature(own + shared)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + shared}
+        return app.command(name=command.__name__)(user_errors(wrapper))
+
+    return decorate
+
+
+def run_task(setup, images: str, options: TaskOptions) -> None:
+    """What every task command does: list inputs, check the request, load the prior, run with progress, report."""
     from restore import api, runner
-    from restore.io import IMAGE_SUFFIXES, list_images
-    from restore.samplers import check_num_samples, get_sampler
+    from restore.io import list_images
+    from restore.plan import Request, make_plan
 
-    inputs = list_images(images, suffixes or IMAGE_SUFFIXES)
-    if sampler is not None:  # unknown names, and samples from a one-estimate method, fail before the prior loads
-        check_num_samples(get_sampler(sampler), num_samples)
-    settings = api.SolveSettings(sampler, steps, prior, seed, num_samples, device, precision, tuple(options or ()))
-    api.check_options(task, settings)  # so do hyperparameter names and values
-    out = out or default_out(images)
-    quiet = quiet or json_out
-    with console.status("loading prior", spinner="dots") if not quiet else _nullcontext():
-        denoiser = api.load_denoiser(prior, device, precision, compile_mode="auto" if compile_network else None)
+    inputs = list_images(images, setup.suffixes)
+    request = Request(options.sampler, options.steps, tuple(options.hyperparameters or ()), options.num_samples, options.seed)
+    make_plan(setup.task, request)  # names, samples and hyperparameter values fail before the prior loads
+    out = options.out or runner.default_out(images)
+    quiet = options.quiet or options.json_out
+    with console.status("loading prior", spinner="dots") if not quiet else contextlib.nullcontext():
+        denoiser = api.load_denoiser(options.prior, options.device, options.precision,
+                                     compile_mode="auto" if options.compile_network else None)
     lpips = load_lpips(denoiser, quiet)
-    options = runner.RunOptions(task, out, settings, batch_size, overwrite, save_grid, save_progress, extra)
-    records = run_with_progress(inputs, prepare_for, denoiser, options, lpips, quiet)
-    finish(records, out, quiet, json_out)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    device = denoiser.alphas_cumprod.device
+    settings = {"prior": options.prior, "device": device.type, "precision": api.resolve_precision(options.precision, device),
+                **setup.settings}
+    run_options = runner.RunOptions(setup.task, out, request, settings, options.batch_size, options.overwrite,
+                                    options.save_grid, options.save_progress)
+    records = run_with_progress(inputs, setup.prepare, denoiser, run_options, lpips, quiet)
+    finish(records, out, quiet, options.json_out)
 
 
 def load_lpips(denoiser, quiet: bool):
@@ -230,16 +243,12 @@ def finish(records, out: Path, quiet: bool, json_out: bool) -> None:
 
 
 # ---- task commands ---------------------------------------------------------------------------------
-@app.command()
-@user_errors
+@task_command(simulate=False)
 def inpaint(
     images: Images,
     mask: Annotated[str, typer.Option(help="Mask file (white = missing), a folder of masks matched by file name, or a spec: box:128, random:0.7, strokes.", show_default=False)],
     invert_mask: Annotated[bool, typer.Option(help="The mask's white pixels are the KEPT ones.")] = False,
-    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
-    seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, reference: Reference = None, overwrite: Overwrite = False,
-    save_grid: SaveGrid = False, save_progress: SaveProgress = False, quiet: Quiet = False, json_out: JsonOut = False,
+    *, options: TaskOptions,
 ) -> None:
     """Fill in the masked pixels of images. The input is the ground truth: metrics compare against it.
 
@@ -247,200 +256,81 @@ def inpaint(
     """
     from restore import tasks
 
-    prepare = tasks.inpaint(mask, noise_sigma, references_from(reference), invert_mask)
-    run_task("inpaint", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
-             overwrite=overwrite, save_grid=save_grid,
-             save_progress=save_progress, quiet=quiet, json_out=json_out,
-             extra={"mask": mask, "invert_mask": invert_mask, "noise": noise_sigma or 0.0})
+    run_task(tasks.inpaint(mask, options.noise_sigma, options.reference, invert_mask), images, options)
 
 
-@app.command()
-@user_errors
+@task_command()
 def deblur(
     images: Images,
     kernel: Annotated[str, typer.Option(help="Blur kernel: gaussian:SIZE:STD, motion:SIZE:INTENSITY, levin:1..8, or a .npy/.npz/.png file.")],
     boundary: Annotated[str, typer.Option(help="circular (periodic; SVD, fastest), reflect or valid (real photographs).")] = "reflect",
-    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
-    seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
-    overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
-    quiet: Quiet = False, json_out: JsonOut = False,
+    *, options: TaskOptions,
 ) -> None:
     """Remove a known blur from images.
 
     The default sampler (DDRM) does well on both kinds of blur; DPIR does better: --sampler dpir for Gaussian
     (out-of-focus) blur, --sampler dpir --set lam=0.4 for motion blur (benchmarks/RESULTS.md, session 15).
     """
-    import operators
     from restore import tasks
 
-    kernel_spec = f"file={kernel}" if Path(kernel).is_file() else kernel
-    spec = f"blur:{kernel_spec}:boundary={boundary}"
-    noise_sigma = default_noise(noise_sigma, simulate)
-    prepare = tasks.image_task(
-        lambda shape: operators.build(spec, shape),
-        lambda shape: blurred_to_clean_shape(spec, shape),
-        noise_sigma, simulate, references_from(reference),
-    )
-    run_task("deblur", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
-             overwrite=overwrite, save_grid=save_grid,
-             save_progress=save_progress, quiet=quiet, json_out=json_out,
-             extra={"kernel": kernel, "boundary": boundary, "noise": noise_sigma, "simulate": simulate})
+    run_task(tasks.deblur(kernel, boundary, options.noise_sigma, options.simulate, options.reference), images, options)
 
 
-def blurred_to_clean_shape(spec: str, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The image size that gives a blurred picture of ``shape`` (larger for valid boundaries)."""
-    import operators
-
-    probe = operators.build(spec, shape) if "boundary=valid" not in spec else None
-    if probe is not None:
-        return shape
-    kernel = operators.blur.make_kernel(spec.split(":", 1)[1].rsplit(":boundary=", 1)[0])
-    return (shape[0], shape[1] + kernel.shape[0] - 1, shape[2] + kernel.shape[1] - 1)
-
-
-def default_noise(noise_sigma: float | None, simulate: bool) -> float:
-    """Real measurements are assumed mildly noisy (σ = 0.01) unless told; simulations noiseless unless told."""
-    if noise_sigma is not None:
-        return noise_sigma
-    return 0.0 if simulate else 0.01
-
-
-@app.command()
-@user_errors
+@task_command()
 def superres(
     images: Images,
     scale: Annotated[int, typer.Option(min=2, max=8, help="Upscaling factor (2–8).")] = 4,
     kernel: Annotated[str, typer.Option(help="Downsampling model: bicubic (MATLAB imresize), avgpool or nearest.")] = "bicubic",
-    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
-    seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
-    overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
-    quiet: Quiet = False, json_out: JsonOut = False,
+    *, options: TaskOptions,
 ) -> None:
     """Upscale low-resolution images by an integer factor."""
-    import operators
     from restore import tasks
 
-    spec = f"{kernel}:{scale}"
-    noise_sigma = default_noise(noise_sigma, simulate)
-    prepare = tasks.image_task(
-        lambda shape: operators.build(spec, shape),
-        lambda shape: (shape[0], shape[1] * scale, shape[2] * scale),
-        noise_sigma, simulate, references_from(reference),
-    )
-    run_task("superres", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
-             overwrite=overwrite, save_grid=save_grid,
-             save_progress=save_progress, quiet=quiet, json_out=json_out,
-             extra={"scale": scale, "kernel": kernel, "noise": noise_sigma, "simulate": simulate})
+    run_task(tasks.superres(scale, kernel, options.noise_sigma, options.simulate, options.reference), images, options)
 
 
-@app.command()
-@user_errors
-def denoise(
-    images: Images,
-    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default",
-    noise_sigma: Annotated[Optional[float], typer.Option(min=0.0, help="Noise σ on the [0, 1] scale. Default: 0.1 with --simulate, else estimated from each image.", show_default=False)] = None,
-    seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
-    overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
-    quiet: Quiet = False, json_out: JsonOut = False,
-) -> None:
+@task_command(noise_help="Noise σ on the [0, 1] scale. Default: 0.1 with --simulate, else estimated from each image.")
+def denoise(images: Images, *, options: TaskOptions) -> None:
     """Remove Gaussian noise from images."""
-    import operators
     from restore import tasks
 
-    if simulate and noise_sigma is None:
-        noise_sigma = 0.1
-    base = tasks.image_task(lambda shape: operators.build("identity", shape), lambda shape: shape,
-                            noise_sigma, simulate, references_from(reference))
-    prepare = base if noise_sigma is not None else tasks.with_estimated_noise(base)
-    run_task("denoise", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
-             overwrite=overwrite, save_grid=save_grid,
-             save_progress=save_progress, quiet=quiet, json_out=json_out,
-             extra={"noise": noise_sigma if noise_sigma is not None else "estimated", "simulate": simulate})
+    run_task(tasks.denoise(options.noise_sigma, options.simulate, options.reference), images, options)
 
 
-@app.command()
-@user_errors
-def colorize(
-    images: Images,
-    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
-    seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
-    overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
-    quiet: Quiet = False, json_out: JsonOut = False,
-) -> None:
+@task_command()
+def colorize(images: Images, *, options: TaskOptions) -> None:
     """Colorize grayscale images (an RGB input is reduced to its luminance first)."""
-    import operators
     from restore import tasks
 
-    noise_sigma = default_noise(noise_sigma, True)
-    prepare = tasks.image_task(
-        lambda shape: operators.build("gray", (3, *shape[1:])),
-        lambda shape: (3, *shape[1:]),
-        noise_sigma, simulate, references_from(reference), measured=tasks.colorize_input,
-    )
-    run_task("colorize", images, prepare, sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
-             overwrite=overwrite, save_grid=save_grid,
-             save_progress=save_progress, quiet=quiet, json_out=json_out,
-             extra={"noise": noise_sigma, "simulate": simulate})
+    run_task(tasks.colorize(options.noise_sigma, options.simulate, options.reference), images, options)
 
 
-@app.command()
-@user_errors
+@task_command()
 def mri(
     kspace: Annotated[str, typer.Argument(help="k-space: .npy (complex, H×W) or fastMRI .h5; with --simulate, images.", show_default=False)],
     mask: Annotated[Optional[str], typer.Option(help="Sampling mask .npy/.png (non-zero = sampled). Default: where the k-space is non-zero.", show_default=False)] = None,
     acceleration: Annotated[Optional[int], typer.Option(min=1, help="Equispaced Cartesian sampling with this acceleration (with a fully sampled centre).", show_default=False)] = None,
     center_lines: Annotated[Optional[int], typer.Option(min=0, help="Fully sampled central columns for --acceleration (default 8% of the width).", show_default=False)] = None,
-    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default", noise_sigma: NoiseSigma = None,
-    seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
-    overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
-    quiet: Quiet = False, json_out: JsonOut = False,
+    *, options: TaskOptions,
 ) -> None:
     """Reconstruct an MR image from undersampled single-coil k-space."""
     from restore import tasks
 
-    noise_sigma = default_noise(noise_sigma, simulate)
-    prepare = tasks.mri(mask, acceleration, center_lines, noise_sigma, simulate, references_from(reference))
-    run_task("mri", kspace, prepare, suffixes=None if simulate else (".npy", ".h5", ".hdf5"), sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
-             overwrite=overwrite, save_grid=save_grid,
-             save_progress=save_progress, quiet=quiet, json_out=json_out,
-             extra={"mask": mask, "acceleration": acceleration, "center_lines": center_lines, "noise": noise_sigma, "simulate": simulate})
+    run_task(tasks.mri(mask, acceleration, center_lines, options.noise_sigma, options.simulate, options.reference), kspace, options)
 
 
-@app.command()
-@user_errors
+@task_command(noise_help="Noise σ relative to each sinogram's maximum (the ct60 protocol uses 0.005).")
 def ct(
     sinogram: Annotated[str, typer.Argument(help="Sinogram .npy (angles × detectors), a folder or glob of them; with --simulate, images.", show_default=False)],
     angles: Annotated[int, typer.Option(min=1, help="Number of projection angles, evenly spaced over the arc.")] = 60,
     arc: Annotated[float, typer.Option(min=1.0, max=360.0, help="Angular range in degrees (180 = full; less = limited angle).")] = 180.0,
     size: Annotated[Optional[int], typer.Option(min=8, help="Side of the square image a measured sinogram shows (default: from the detector count).", show_default=False)] = None,
-    sampler: Sampler = None, steps: Steps = None, hyperparameters: SetOption = None, prior: Prior = "default",
-    noise_sigma: Annotated[Optional[float], typer.Option(min=0.0, help="Noise σ relative to each sinogram's maximum (the ct60 protocol uses 0.005).", show_default=False)] = None,
-    seed: Seed = 0, num_samples: NumSamples = 1, device: Device = "auto", precision: Precision = "auto",
-    compile_network: Compile = False, batch_size: BatchSize = 1, out: Out = None, simulate: Simulate = False, reference: Reference = None,
-    overwrite: Overwrite = False, save_grid: SaveGrid = False, save_progress: SaveProgress = False,
-    quiet: Quiet = False, json_out: JsonOut = False,
+    *, options: TaskOptions,
 ) -> None:
     """Reconstruct a CT image from a parallel-beam sinogram (sparse-view or limited-angle)."""
     from restore import tasks
 
-    noise_sigma = noise_sigma if noise_sigma is not None else (0.005 if simulate else 0.0)
-    prepare = tasks.ct(angles, arc, size, noise_sigma, simulate, references_from(reference))
-    run_task("ct", sinogram, prepare, suffixes=None if simulate else (".npy",), sampler=sampler, steps=steps, options=hyperparameters, prior=prior, seed=seed, num_samples=num_samples,
-             device=device, precision=precision, compile_network=compile_network, batch_size=batch_size, out=out,
-             overwrite=overwrite, save_grid=save_grid,
-             save_progress=save_progress, quiet=quiet, json_out=json_out,
-             extra={"angles": angles, "arc": arc, "size": size, "noise": noise_sigma, "simulate": simulate})
+    run_task(tasks.ct(angles, arc, size, options.noise_sigma, options.simulate, options.reference), sinogram, options)
 
 
 # ---- metrics, priors, training -------------------------------------------------------------------
@@ -454,11 +344,12 @@ def metrics(
     """PSNR, SSIM and LPIPS of restored images against references."""
     from rich.table import Table
 
+    from restore import tasks
     from restore.io import list_images, read_image
     from restore.metrics import compute_metrics, load_lpips
 
     files = list_images(str(restored))
-    match = references_from(reference)
+    match = tasks.references_from(reference)
     lpips, reason = load_lpips("cpu")
     if lpips is None and not json_out:
         console.print(f"[yellow]note:[/] {reason}; reporting PSNR and SSIM only", highlight=False, soft_wrap=True)
@@ -499,23 +390,25 @@ def bench(
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
     """Run the standard task suite (samplers beside classical baselines) on a folder: PSNR, SSIM, LPIPS, NFE, time."""
-    from restore import api, bench as suite
+    from restore import api
+    from restore.bench import report, suite
+    from restore.bench.run import BenchOptions
     from restore.io import list_images
 
     task_list = suite.parse_tasks(tasks)
     methods = suite.parse_methods(samplers, baselines, samples)
     files = list_images(images)[:limit]
     quiet = quiet or json_out
-    with console.status("loading prior", spinner="dots") if not quiet else _nullcontext():
+    with console.status("loading prior", spinner="dots") if not quiet else contextlib.nullcontext():
         denoiser = api.load_denoiser(prior, device, precision, compile_mode="auto" if compile_network else None)
     settings = {"images": str(images.resolve()), "prior": prior, "prior_info": getattr(denoiser, "info", {}),
                 "precision": api.resolve_precision(precision, api.resolve_device(device)), "size": size, "seed": seed,
                 "steps": steps}
-    options = suite.BenchOptions(out, size, seed, steps, batch_size, overwrite, settings)
+    options = BenchOptions(out, size, seed, steps, batch_size, overwrite, settings)
     lpips = load_lpips(denoiser, quiet) if any(m.sampler for m in methods) or baselines else None
     rows = bench_with_progress(files, task_list, methods, denoiser, options, lpips, quiet)
-    summary = suite.write_reports(out, rows, files, task_list, methods, size, settings)
-    table = suite.mean_table(rows)
+    summary = report.write_reports(out, rows, files, task_list, methods, size, settings)
+    table = report.mean_table(rows)
     if json_out:
         means = [{k: v for k, v in e.items() if k not in ("images_set", "rows")} for e in table]
         typer.echo(json.dumps({"settings": settings, "means": means}, indent=2, default=str))
@@ -542,19 +435,19 @@ def bench(
 def bench_with_progress(files, tasks, methods, denoiser, options, lpips, quiet):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from restore import bench as suite
+    from restore.bench import run
 
     if quiet:
-        return suite.run_suite(files, tasks, methods, denoiser, options, lpips=lpips)
+        return run.run_suite(files, tasks, methods, denoiser, options, lpips=lpips)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=console) as bars:
         bar = bars.add_task("bench", total=1)
-        hooks = suite.BenchProgress(
+        hooks = run.BenchProgress(
             on_start=lambda total: bars.update(bar, total=total),
             on_work=lambda description: bars.update(bar, description=description),
             on_row=lambda row: bars.advance(bar),
         )
-        rows = suite.run_suite(files, tasks, methods, denoiser, options, lpips=lpips, progress=hooks)
+        rows = run.run_suite(files, tasks, methods, denoiser, options, lpips=lpips, progress=hooks)
         bars.update(bar, description="bench")
     return rows
 

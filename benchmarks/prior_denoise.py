@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from restore.bench import centre_crop
+from restore.bench.suite import centre_crop
 from restore.io import list_images, read_image
 from restore.metrics import psnr
 from restore.prior.registry import load_prior

@@ -74,22 +74,23 @@ def print_header(*columns: str) -> None:
 
 def run_one(config: dict) -> dict:
     """One (sampler, batch, precision) on sr4: time, memory and PSNR. Runs in a child process."""
-    from restore import bench
+    from restore.bench import suite
     from restore.metrics import psnr
     from restore.samplers import get_sampler
-    from restore.samplers.defaults import defaults_for
+    from restore.plan import Plan, Request, make_plan
 
     torch.set_num_threads(config["threads"])
     device = torch.device(config["device"])
     denoiser = load_denoiser(config["arch"], config["device"], config["precision"], config["compile"])
     name, _, steps = config["sampler"].partition(":")
-    info, defaults = get_sampler(name), defaults_for(name, "superres")
-    steps = int(steps) if steps else defaults.steps
+    info = get_sampler(name)
+    plan = make_plan("superres", Request(name, int(steps) if steps else None))
+    steps = plan.steps
     files = image_files(config["images"])
-    problems = [bench.make_problem(bench.TASKS["sr4"], bench.load_reference(f, 256), i, f.stem) for i, f in enumerate(files)]
+    problems = [suite.make_problem(suite.TASKS["sr4"], suite.load_reference(f, 256), i, f.stem) for i, f in enumerate(files)]
     batch = config["batch"]
     # warm-up (kernels, allocator, compile) on a 2-step run, not timed
-    bench.solve_batch(info, denoiser, problems[:1] * batch, 2, defaults.params, seed=0)
+    suite.solve_problems(Plan("superres", name, 2, plan.params), denoiser, problems[:1] * batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -98,7 +99,7 @@ def run_one(config: dict) -> dict:
         chunk = problems[start : start + batch]
         chunk = chunk + chunk[:1] * (batch - len(chunk))  # keep the batch shape fixed
         t0 = time.perf_counter()
-        x_hat = bench.solve_batch(info, denoiser, chunk, steps, defaults.params, seed=0)
+        x_hat = suite.solve_problems(plan, denoiser, chunk)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0
@@ -107,10 +108,10 @@ def run_one(config: dict) -> dict:
     timed_images = len(scores)
     scores = scores[: len(problems)]  # padding copies are timed but not scored
     network_seconds = network_call_seconds(denoiser, problems[0].x.shape[1:], batch, info.backprop_network, device)
-    network_share = info.nfe(steps) * network_seconds * (timed_images // batch) / seconds
+    network_share = plan.nfe * network_seconds * (timed_images // batch) / seconds
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {**config, "steps": steps, "nfe": info.nfe(steps), "s_per_image": seconds / timed_images,
+    return {**config, "steps": steps, "nfe": plan.nfe, "s_per_image": seconds / timed_images,
             "images_per_s": timed_images / seconds, "peak_gb": peak / 2**30, "psnr": sum(scores) / len(scores),
             "network_share": network_share}
 
@@ -220,7 +221,7 @@ def deepinv_comparison(args) -> None:
     import numpy as np
 
     import operators
-    from restore import bench
+    from restore.bench import suite
     from restore.noise import GaussianNoise
     from restore.prior.schedule import respaced_timesteps
     from restore.samplers import draw_samples, get_sampler
@@ -245,7 +246,7 @@ def deepinv_comparison(args) -> None:
 
     network = SameNetwork()
     file = image_files(1)[0]
-    x = bench.load_reference(file, 256)
+    x = suite.load_reference(file, 256)
     kernel = operators.blur.make_kernel("gaussian:61:3.0")
     physics = dinv.physics.BlurFFT(img_size=(3, 256, 256), filter=kernel[None, None].float(),
                                    noise_model=dinv.physics.GaussianNoise(0.025))
@@ -275,7 +276,7 @@ def deepinv_comparison(args) -> None:
         with torch.no_grad():
             s_restore, _ = timed(lambda: draw_samples(info.run, denoiser, op, y, noise=GaussianNoise(0.05), steps=steps,
                                                       generator=gen, params=DDRMParams()))
-        rows.append(("DDRM", precision, s_restore, info.nfe(steps), s_deepinv, nfe_deepinv))
+        rows.append(("DDRM", precision, s_restore, steps, s_deepinv, nfe_deepinv))
     # DPS: per step (one network evaluation and its backward pass)
     denoiser.precision = "fp32"
     dps = dinv.sampling.DPS(network, num_steps=steps, weight=1.0, dtype=torch.float32)
@@ -286,7 +287,7 @@ def deepinv_comparison(args) -> None:
         denoiser.precision = precision
         s_restore, _ = timed(lambda: draw_samples(info.run, denoiser, op, y, noise=GaussianNoise(0.05), steps=steps,
                                                   generator=gen, params=DPSParams(zeta=1.0)))
-        rows.append(("DPS", precision, s_restore, info.nfe(steps), s_deepinv, nfe_deepinv))
+        rows.append(("DPS", precision, s_restore, steps, s_deepinv, nfe_deepinv))
     print(f"\nDeepInverse {dinv.__version__} vs restore, same network ({args.arch}), gblur 256×256, {steps} steps, "
           f"{args.threads} threads, {args.device}; seconds per network evaluation (DPS: with its backward pass)")
     print("| sampler | restore precision | restore s/image | NFE | restore s/NFE | DeepInverse s/image (fp32) | NFE | DeepInverse s/NFE | speed-up per NFE |")

@@ -10,7 +10,7 @@ import json
 import sys
 from collections import defaultdict
 
-from restore.bench import TASKS
+from restore.bench.suite import TASKS
 
 
 def main(paths: list[str]) -> None:

@@ -3,7 +3,7 @@
     python benchmarks/tune_baselines.py --images ../shared/datasets/bsds500/train --limit 8
 
 Prints mean PSNR per candidate value for gblur, mblur (Wiener) and denoise (TV); copy the best into
-restore/bench.py (WIENER_BALANCE per task, TV_WEIGHT). Training images only: the validation split stays unseen.
+restore/bench/suite.py (WIENER_BALANCE per task, TV_WEIGHT). Training images only: the validation split stays unseen.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import torch
 
 import operators
-from restore import bench
+from restore.bench import suite
 from restore.io import list_images
 from restore.metrics import psnr
 
@@ -21,9 +21,9 @@ CANDIDATES = {"gblur": [0.003, 0.01, 0.03, 0.1], "mblur": [0.01, 0.03, 0.1, 0.3]
               "denoise": [0.04, 0.06, 0.08, 0.1, 0.12, 0.15]}
 
 
-def restore_with(task: str, problem: bench.Problem, value: float) -> torch.Tensor:
+def restore_with(task: str, problem: suite.Problem, value: float) -> torch.Tensor:
     if task == "denoise":
-        return bench.tv_baseline(problem, weight=value)
+        return suite.tv_baseline(problem, weight=value)
     return operators.blur.wiener_deconvolve(problem.y, problem.operator, value)
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     files = list_images(args.images)[: args.limit]
     print("| task | value | mean PSNR |\n| --- | --- | --- |")
     for task, values in CANDIDATES.items():
-        problems = [bench.make_problem(bench.TASKS[task], bench.load_reference(path, bench.PROTOCOL_SIZE), i)
+        problems = [suite.make_problem(suite.TASKS[task], suite.load_reference(path, suite.PROTOCOL_SIZE), i)
                     for i, path in enumerate(files)]
         for value in values:
             scores = [float(psnr(restore_with(task, p, value).clamp(-1, 1), p.x)) for p in problems]

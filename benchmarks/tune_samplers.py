@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from restore import bench
+from restore.bench import suite
 from restore.io import list_images
 from restore.metrics import psnr, ssim
-from restore.samplers import get_sampler
+from restore.plan import Plan
 from restore.samplers.defaults import defaults_for, parse_value
 
 
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--images", default="../shared/datasets/bsds500/test")
     parser.add_argument("--first", type=int, default=40, help="index of the first tuning image")
     parser.add_argument("--count", type=int, default=3)
-    parser.add_argument("--task", required=True, choices=list(bench.TASKS))
+    parser.add_argument("--task", required=True, choices=list(suite.TASKS))
     parser.add_argument("--sampler", required=True)
     parser.add_argument("--steps", type=int, nargs="+", default=[None], help="one or more step counts to sweep too")
     parser.add_argument("--grid", nargs="*", default=[], help="NAME=V1,V2,… per hyperparameter")
@@ -51,11 +51,11 @@ def main() -> None:
 
     from restore.api import load_denoiser
 
-    task, info = bench.TASKS[args.task], get_sampler(args.sampler)
+    task = suite.TASKS[args.task]
     defaults = defaults_for(args.sampler, task.family)
     denoiser = load_denoiser(args.prior, "cpu", args.precision)
     files = list_images(args.images)[args.first : args.first + args.count]
-    problems = [bench.make_problem(task, bench.load_reference(path, bench.PROTOCOL_SIZE), args.first + i, path.stem)
+    problems = [suite.make_problem(task, suite.load_reference(path, suite.PROTOCOL_SIZE), args.first + i, path.stem)
                 for i, path in enumerate(files)]
     baseline = [float(psnr(task.baseline(p).real.float().clamp(-1, 1), p.x)) for p in problems]
     print(f"baseline ({task.baseline_name}): PSNR {sum(baseline) / len(baseline):.2f} ({', '.join(f'{b:.2f}' for b in baseline)})")
@@ -67,7 +67,7 @@ def main() -> None:
             start = time.time()
             scores = []
             for p in problems:
-                x_hat = bench.solve_batch(info, denoiser, [p], steps, params, seed=0, num_samples=args.samples)
+                x_hat = suite.solve_problems(Plan(task.family, args.sampler, steps, params, args.samples), denoiser, [p])
                 x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().clamp(-1, 1)
                 scores.append((float(psnr(x_hat, p.x)), float(ssim(x_hat, p.x))))
             seconds = (time.time() - start) / len(problems)

@@ -6,7 +6,7 @@ or construct a class directly. Every operator is an ``nn.Module`` with ``A``,
 ``U``, ``Ut``, ``V``, ``Vt`` and ``singular_values``.
 """
 
-from operators.base import LinearOperator, SVDOperator, conjugate_gradient, inner
+from operators.base import LinearOperator, NonlinearOperator, Operator, SVDOperator, conjugate_gradient, inner
 from operators.errors import OperatorError
 from operators.registry import REGISTRY, build, parse_args, register
 
@@ -15,6 +15,8 @@ from operators import inpaint, blur, resize, color, mri, ct  # noqa: E402,F401  
 
 __all__ = [
     "LinearOperator",
+    "NonlinearOperator",
+    "Operator",
     "SVDOperator",
     "OperatorError",
     "REGISTRY",

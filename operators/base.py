@@ -149,6 +149,18 @@ class LinearOperator(Operator):
         rho = _per_image(rho, rhs)
         return conjugate_gradient(lambda v: self.A_adjoint(self.A(v)) + rho * v, rhs, tol=tol, max_iter=max_iter)
 
+    def prox_l2(self, z: Tensor, y: Tensor, rho: float | Tensor, *, tol: float = 1e-6, max_iter: int = 100) -> Tensor:
+        """The data-consistency step argmin_x ‖y - A x‖² + ρ ‖x - z‖² = z + (A^T A + ρ I)⁻¹ A^T (y - A z).
+
+        Solved as a correction to ``z`` (closed form on an SVD, else conjugate gradients from zero): where
+        ρ is tiny and the system ill-conditioned, a truncated CG then stays near z instead of near 0. For
+        real images measured in complex numbers (k-space) only the real part of the correction is kept.
+        """
+        rhs = self.A_adjoint(y - self.A(z))
+        real = not (self.complex_input or z.is_complex())
+        delta = self.solve_normal(rhs.real if real and rhs.is_complex() else rhs, rho, tol=tol, max_iter=max_iter)
+        return z + (delta.real if real and delta.is_complex() else delta).reshape(z.shape)
+
     def solve_gram(self, r: Tensor, c: float | Tensor, *, tol: float = 1e-6, max_iter: int = 100) -> Tensor:
         """u = (A A^T + c I)⁻¹ r in measurement space (c > 0), by conjugate gradients."""
         c = _per_image(c, r)

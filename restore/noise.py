@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from restore.errors import RestoreError
+from restore.seeds import MEASUREMENT, generators
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,12 @@ def noise_from_spec(spec: str) -> NoiseModel:
     except ValueError:
         raise RestoreError(f"bad number in noise spec '{spec}'") from None
     raise RestoreError(f"unknown noise spec '{spec}'; use none, gaussian:SIGMA or poisson:RATE")
+
+
+def simulate(x: Tensor, operator, noise: NoiseModel, seeds: list[int] | int = 0) -> Tensor:
+    """y = noise(A x), the noise of image b seeded by ``seeds[b]`` (an int means 0, 1, ... added to it)."""
+    indices = list(range(seeds, seeds + x.shape[0])) if isinstance(seeds, int) else list(seeds)
+    with torch.no_grad():
+        clean = operator.A(x)
+    parts = [noise(clean[b : b + 1], gen) for b, gen in enumerate(generators(0, indices, purpose=MEASUREMENT))]
+    return torch.cat(parts)

@@ -17,6 +17,7 @@ silently, and an input is never overwritten.
 from __future__ import annotations
 
 import csv
+import glob
 import io as _io
 import json
 import math
@@ -28,11 +29,11 @@ from pathlib import Path
 import torch
 
 from restore import __version__
-from restore.api import SolveSettings, resolved, solve
-from restore.errors import USER_ERRORS, RestoreError
+from restore.errors import RestoreError
 from restore.io import atomic_write, make_grid, save_array, to_display, write_gif, write_image
 from restore.metrics import compute_metrics
-from restore.samplers import get_sampler
+from restore.plan import Plan, Request, make_plan, solve
+from restore.records import as_float, check_same_settings, failure_text, json_text, nan_mean
 from restore.tasks import Item, Prepare
 
 RECORDS = ".records"
@@ -55,18 +56,22 @@ class Record:
     operator: str = ""
     sampler: str = ""
     steps: int = 0
+    #: the plan it ran with (``Plan.to_dict()``): sampler, steps, hyperparameters, samples, seed, NFE
+    plan: dict = field(default_factory=dict)
 
 
 @dataclass
 class RunOptions:
     task: str
     out: Path
-    settings: SolveSettings
+    request: Request
+    #: what decides the results besides the plan and the inputs: prior, device, precision, and the task's
+    #: own options (mask, kernel, noise, ...); a folder made with other settings is not resumed into
+    settings: dict = field(default_factory=dict)
     batch_size: int = 1
     overwrite: bool = False
     save_grid: bool = False
     save_progress: bool = False
-    extra_settings: dict = field(default_factory=dict)  # task options that decide the result (mask, kernel, ...)
 
 
 @dataclass
@@ -80,13 +85,15 @@ class Progress:
 
 
 def settings_record(options: RunOptions, denoiser_info: dict) -> dict:
-    return {
-        "task": options.task,
-        **options.settings.to_dict(),
-        **options.extra_settings,
-        "prior_info": denoiser_info,
-        "version": __version__,
-    }
+    return json.loads(json_text({"task": options.task, **options.settings, "prior_info": denoiser_info,
+                                 "version": __version__}))  # as it reads back from a record
+
+
+def default_out(images: str) -> Path:
+    """A new 'restored' folder beside the input (a file's folder, a folder's parent, a glob's folder)."""
+    path = Path(images)
+    base = path.parent if path.is_file() or glob.has_magic(images) else path.resolve().parent
+    return base / "restored"
 
 
 def output_paths(out: Path, name: str) -> dict[str, Path]:
@@ -112,19 +119,19 @@ def check_unique_names(inputs: Sequence[Path]) -> None:
         seen[path.stem] = path
 
 
-def previous_record(paths: dict[str, Path], settings: dict, overwrite: bool) -> Record | None:
-    """The record of an earlier run with the same settings, or None if the image must be (re)done."""
+def previous_record(paths: dict[str, Path], settings: dict, plan: Plan, overwrite: bool) -> Record | None:
+    """The record of an earlier run with the same settings and plan, or None if the image must be (re)done."""
     record_path = paths["record"]
     if overwrite or not record_path.exists():
         return None
-    saved = json.loads(record_path.read_text())
-    if saved.get("settings") != settings:
-        changed = sorted(k for k in set(saved.get("settings", {})) | set(settings) if saved.get("settings", {}).get(k) != settings.get(k))
-        raise RestoreError(
-            f"{record_path.parent.parent} holds results made with other settings ({', '.join(changed)}); "
-            "use --overwrite to redo them or --out for a new folder"
-        )
-    record = Record(**saved["record"])
+    try:
+        saved = json.loads(record_path.read_text())
+        check_same_settings({**saved["settings"], "plan": saved["record"]["plan"]}, {**settings, "plan": plan.to_dict()},
+                            record_path.parent.parent)
+        record = Record(**{k: as_float(v) if k in ("psnr", "ssim", "lpips", "seconds") else v
+                           for k, v in saved["record"].items()})
+    except (ValueError, KeyError, TypeError):  # a damaged record (an interrupted write of an old version): redo
+        return None
     if record.status != "ok" or not paths["restoration"].exists():
         return None  # failed or incomplete before: try again
     record.status = "skipped"
@@ -140,38 +147,40 @@ def run(
     lpips=None,
     progress: Progress = Progress(),
 ) -> list[Record]:
-    """Restore every input; a failing image is recorded and the run goes on."""
+    """Restore every input; a failing image is recorded with its reason and the run goes on."""
     out = options.out
     check_unique_names(inputs)
     out.mkdir(parents=True, exist_ok=True)
     check_not_input(out, inputs)
     settings = settings_record(options, getattr(denoiser, "info", {}))
     records: dict[int, Record] = {}
-    pending: list[Item] = []
+    pending: list[tuple[Item, Plan]] = []
+
+    def done(index: int, record: Record) -> None:
+        records[index] = record
+        progress.on_image_done(record)
 
     def flush() -> None:
-        if pending:
-            for item, record in zip(pending, restore_batch(pending, denoiser, options, settings, lpips, progress)):
-                records[item.index] = record
-                progress.on_image_done(record)
-            pending.clear()
+        if not pending:
+            return
+        for (item, _), record in zip(pending, restore_batch(pending, denoiser, options, settings, lpips, progress)):
+            done(item.index, record)
+        pending.clear()
 
     for index, path in enumerate(inputs):
-        paths = output_paths(out, path.stem)
-        done = previous_record(paths, settings, options.overwrite)
-        if done is not None:
-            records[index] = done
-            progress.on_image_done(done)
-            continue
         try:
             item = prepare(path, index)
-        except USER_ERRORS as err:
-            records[index] = Record(path.stem, str(path), "failed", error=str(err))
-            progress.on_image_done(records[index])
+            plan = make_plan(options.task, options.request, item.operator)
+        except Exception as err:  # noqa: BLE001 - one image's problem is that image's failure
+            done(index, Record(path.stem, str(path), "failed", error=failure_text(err)))
             continue
-        if pending and (item.shape_key != pending[0].shape_key or len(pending) >= options.batch_size):
+        previous = previous_record(output_paths(out, item.name), settings, plan, options.overwrite)
+        if previous is not None:
+            done(index, previous)
+            continue
+        if pending and (item.shape_key != pending[0][0].shape_key or plan != pending[0][1]):
             flush()
-        pending.append(item)
+        pending.append((item, plan))
         if len(pending) >= options.batch_size:
             flush()
     flush()
@@ -180,15 +189,26 @@ def run(
     return ordered
 
 
-def restore_batch(items: list[Item], denoiser, options: RunOptions, settings: dict, lpips, progress: Progress) -> list[Record]:
-    """Solve one batch of same-shape items and write their outputs; a failure fails the whole batch's items."""
-    names = ", ".join(item.name for item in items)
-    progress.on_image_start(names)
+def restore_batch(batch: list[tuple[Item, Plan]], denoiser, options: RunOptions, settings: dict, lpips,
+                  progress: Progress) -> list[Record]:
+    """Solve one batch of same-shape items with one plan and write their outputs. When the batch fails,
+    each image is tried alone, so one bad image fails only itself."""
+    items, plan = [item for item, _ in batch], batch[0][1]
+    progress.on_image_start(", ".join(item.name for item in items))
+    try:
+        return solve_and_write(items, plan, denoiser, options, settings, lpips, progress)
+    except Exception as err:  # noqa: BLE001 - the images' failure, not the run's
+        if len(items) > 1:
+            return [record for one in batch for record in restore_batch([one], denoiser, options, settings, lpips, progress)]
+        return [Record(items[0].name, str(items[0].source), "failed", error=failure_text(err), operator=items[0].operator.spec,
+                       sampler=plan.sampler, steps=plan.steps, plan=plan.to_dict())]
+
+
+def solve_and_write(items: list[Item], plan: Plan, denoiser, options: RunOptions, settings: dict, lpips,
+                    progress: Progress) -> list[Record]:
     device = denoiser.alphas_cumprod.device
     operator = items[0].operator if len(items) == 1 else type(items[0].operator).stack([i.operator for i in items])
     y = torch.cat([item.y for item in items]).to(device)
-    run_settings = resolved(options.settings, options.task, items[0].operator)
-    nfe = get_sampler(run_settings.sampler).nfe(run_settings.steps)
     frames: list[torch.Tensor] = []
 
     def callback(info: dict) -> None:
@@ -197,27 +217,21 @@ def restore_batch(items: list[Item], denoiser, options: RunOptions, settings: di
             frames.append(info["x0"].detach().float().clamp(-1, 1).cpu())
 
     start = time.time()
-    try:
-        result = solve(
-            denoiser, operator, y, task=options.task, noise=items[0].noise, settings=options.settings,
-            indices=[item.index for item in items], callback=callback,
-        )
-    except USER_ERRORS as err:
-        return [Record(item.name, str(item.source), "failed", error=str(err)) for item in items]
+    result = solve(plan, denoiser, operator, y, noise=items[0].noise, indices=[item.index for item in items], callback=callback)
     seconds = (time.time() - start) / len(items)
     records = []
     for b, item in enumerate(items):
         restoration = result.mean[b].float().cpu().clamp(-1, 1)  # what the saved image holds
         record = Record(
-            item.name, str(item.source), "ok", seconds=round(seconds, 3), nfe=nfe,
-            operator=item.operator.spec, sampler=run_settings.sampler, steps=run_settings.steps,
+            item.name, str(item.source), "ok", seconds=round(seconds, 3), nfe=plan.nfe,
+            operator=item.operator.spec, sampler=plan.sampler, steps=plan.steps, plan=plan.to_dict(),
         )
         paths = write_outputs(item, restoration, result, b, options, frames)
         record.output = str(paths["restoration"])
         if item.reference is not None:
             metrics = compute_metrics(restoration[None], item.reference.float(), lpips=lpips)
             record.psnr, record.ssim, record.lpips = (round(float(metrics[k]), 4) for k in ("psnr", "ssim", "lpips"))
-        payload = json.dumps({"settings": settings, "record": asdict(record)}, indent=1)
+        payload = json_text({"settings": settings, "record": asdict(record)})
         atomic_write(output_paths(options.out, item.name)["record"], lambda f, text=payload: f.write(text.encode()))
         records.append(record)
     return records
@@ -268,23 +282,12 @@ def write_reports(out: Path, records: list[Record], settings: dict) -> None:
     if means:
         writer.writerow({"name": "mean", "status": f"{means['images']} images", **{k: means[k] for k in ("psnr", "ssim", "lpips", "seconds")}})
     atomic_write(out / "report.csv", lambda f: f.write(buffer.getvalue().encode()))
-    payload = json.dumps({"settings": settings, "images": rows, "mean": means}, indent=2, default=str)
+    payload = json_text({"settings": settings, "images": rows, "mean": means})
     atomic_write(out / "report.json", lambda f: f.write(payload.encode()))
 
 
 def summary(records: list[Record]) -> dict:
     """Means over the images that have each metric (NaN-free), and counts by status."""
     done = [r for r in records if r.status in ("ok", "skipped")]
-
-    def mean(key: str) -> float:
-        values = [getattr(r, key) for r in done if not math.isnan(getattr(r, key))]
-        return round(sum(values) / len(values), 4) if values else math.nan
-
-    return {
-        "images": len(done),
-        "failed": sum(r.status == "failed" for r in records),
-        "psnr": mean("psnr"),
-        "ssim": mean("ssim"),
-        "lpips": mean("lpips"),
-        "seconds": mean("seconds"),
-    }
+    means = {key: round(nan_mean(getattr(r, key) for r in done), 4) for key in ("psnr", "ssim", "lpips", "seconds")}
+    return {"images": len(done), "failed": sum(r.status == "failed" for r in records), **means}

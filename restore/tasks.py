@@ -2,7 +2,9 @@
 
 Every task turns one input file into an :class:`Item`: the measurement y in library units, the
 operator that produced it (built for that image's size), and the ground truth when one is known
-(``--simulate``, inpainting, ``--reference``). Simulated noise of image i is seeded from i.
+(``--simulate``, inpainting, ``--reference``). Simulated noise of image i is seeded from i. Each
+task's constructor (:func:`inpaint`, :func:`deblur`, …) takes the command's options and returns a
+:class:`TaskSetup`: how to prepare one input, and the options as reports record them.
 """
 
 from __future__ import annotations
@@ -18,11 +20,29 @@ from torch import Tensor
 
 import operators
 from operators.color import rgb_to_luminance
-from restore.api import simulate
-from restore.errors import RestoreError
 from operators.mri import read_kspace
-from restore.io import read_image, read_sinogram
-from restore.noise import GaussianNoise, NoNoise
+from restore.errors import RestoreError
+from restore.io import IMAGE_SUFFIXES, read_image, read_sinogram
+from restore.noise import GaussianNoise, NoNoise, simulate
+
+#: σ of the measurement noise on the [0, 1] scale when --noise-sigma is not given, as (simulated input,
+#: real measurement); None: estimated from each measurement. CT's σ is relative to each sinogram's maximum.
+DEFAULT_NOISE_SIGMA = {
+    "inpaint": (0.0, 0.0),
+    "deblur": (0.0, 0.01),
+    "superres": (0.0, 0.01),
+    "denoise": (0.1, None),
+    "colorize": (0.0, 0.0),
+    "mri": (0.0, 0.01),
+    "ct": (0.005, 0.0),
+}
+
+
+def noise_sigma_for(task: str, noise_sigma: float | None, simulated: bool) -> float | None:
+    """The σ a task runs with: the one given, else the task's default for simulated or real inputs."""
+    if noise_sigma is not None:
+        return noise_sigma
+    return DEFAULT_NOISE_SIGMA[task][0 if simulated else 1]
 
 
 @dataclass
@@ -33,7 +53,7 @@ class Item:
     name: str  # output stem
     source: Path
     y: Tensor  # (1, ...) measurement, library units
-    operator: operators.LinearOperator  # built for this image, batch 1
+    operator: operators.Operator  # built for this image, batch 1
     noise: object  # the noise model of y
     reference: Tensor | None = None  # (1, C, H, W) ground truth in [-1, 1]
     alpha: Tensor | None = None  # (1, H, W) alpha channel carried to the output
@@ -49,6 +69,33 @@ class Item:
 
 
 Prepare = Callable[[Path, int], Item]
+References = Callable[[Path], "Path | None"]
+
+
+@dataclass(frozen=True)
+class TaskSetup:
+    """A task as the command line asked for it: how to prepare each input, and its options for the reports."""
+
+    task: str
+    prepare: Prepare
+    settings: dict  # the task's options (mask, kernel, noise, ...) as reports record them
+    suffixes: tuple[str, ...] = IMAGE_SUFFIXES  # the input files it takes in a folder
+
+
+def references_from(reference: Path | None) -> References:
+    """path → its reference file (same stem in a folder, or the one file), or None."""
+    if reference is None:
+        return lambda path: None
+    if reference.is_dir():
+        def match(path: Path) -> Path:
+            found = sorted(p for p in reference.iterdir() if p.stem == path.stem and p.is_file())
+            if not found:
+                raise RestoreError(f"no reference named {path.stem}.* in {reference}")
+            return found[0]
+        return match
+    if not reference.is_file():
+        raise RestoreError(f"reference not found: {reference}")
+    return lambda path: reference
 
 
 def gaussian_noise(sigma01: float | None) -> GaussianNoise | NoNoise:
@@ -72,9 +119,11 @@ def reference_for(path: Path | None, shape: tuple[int, ...]) -> Tensor | None:
     return ref[None]
 
 
-def inpaint(mask: str, noise_sigma: float | None, references: Callable[[Path], Path | None], invert: bool = False) -> Prepare:
+def inpaint(mask: str, noise_sigma: float | None, reference: Path | None = None, invert: bool = False) -> TaskSetup:
     """Inpainting: the input is the ground truth; the mask (file, or spec like box:128) hides pixels."""
+    noise_sigma = noise_sigma_for("inpaint", noise_sigma, True)
     noise = gaussian_noise(noise_sigma)
+    references = references_from(reference)
 
     def prepare(path: Path, index: int) -> Item:
         image = read_image(path)
@@ -98,13 +147,13 @@ def inpaint(mask: str, noise_sigma: float | None, references: Callable[[Path], P
         ref = reference_for(references(path), shape) if references(path) else x
         return Item(index, path.stem, path, y, op, noise, ref, image.alpha, image.bit_depth)
 
-    return prepare
+    return TaskSetup("inpaint", prepare, {"mask": mask, "invert_mask": invert, "noise": noise_sigma})
 
 
 def _simulated_or_measured(
-    image_pixels: Tensor, op_for: Callable[[tuple[int, int, int]], operators.LinearOperator], simulate_input: bool,
+    image_pixels: Tensor, op_for: Callable[[tuple[int, int, int]], operators.Operator], simulate_input: bool,
     noise, index: int, measured_shape: Callable[[tuple[int, int, int]], tuple[int, int, int]],
-) -> tuple[Tensor, operators.LinearOperator, Tensor | None]:
+) -> tuple[Tensor, operators.Operator, Tensor | None]:
     """(y, operator, ground truth or None): simulate from a clean image, or take the image as the measurement."""
     if simulate_input:
         op = op_for(tuple(image_pixels.shape))
@@ -115,11 +164,11 @@ def _simulated_or_measured(
 
 
 def image_task(
-    make_operator: Callable[[tuple[int, int, int]], operators.LinearOperator],
+    make_operator: Callable[[tuple[int, int, int]], operators.Operator],
     measured_to_clean_shape: Callable[[tuple[int, int, int]], tuple[int, int, int]],
     noise_sigma: float | None,
     simulate_input: bool,
-    references: Callable[[Path], Path | None],
+    references: References,
     measured: Callable[[Tensor], Tensor] | None = None,
 ) -> Prepare:
     """Tasks whose measurement is a picture (deblur, super-resolution, denoise, colorize).
@@ -144,10 +193,60 @@ def colorize_input(pixels: Tensor) -> Tensor:
     return pixels if pixels.shape[0] == 1 else rgb_to_luminance(pixels[None])[0]
 
 
+def deblur(kernel: str, boundary: str, noise_sigma: float | None, simulate_input: bool,
+           reference: Path | None = None) -> TaskSetup:
+    """Deblurring by a known kernel: a spec (gaussian:61:3.0, levin:3, ...) or a kernel file."""
+    kernel_spec = f"file={kernel}" if Path(kernel).is_file() else kernel
+    spec = f"blur:{kernel_spec}:boundary={boundary}"
+    noise_sigma = noise_sigma_for("deblur", noise_sigma, simulate_input)
+    prepare = image_task(lambda shape: operators.build(spec, shape), lambda shape: blurred_to_clean_shape(spec, shape),
+                         noise_sigma, simulate_input, references_from(reference))
+    return TaskSetup("deblur", prepare, {"kernel": kernel, "boundary": boundary, "noise": noise_sigma, "simulate": simulate_input})
+
+
+def blurred_to_clean_shape(spec: str, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The image size that gives a blurred picture of ``shape`` (larger for valid boundaries)."""
+    if "boundary=valid" not in spec:
+        return shape
+    kernel = operators.blur.make_kernel(spec.split(":", 1)[1].rsplit(":boundary=", 1)[0])
+    return (shape[0], shape[1] + kernel.shape[0] - 1, shape[2] + kernel.shape[1] - 1)
+
+
+def superres(scale: int, kernel: str, noise_sigma: float | None, simulate_input: bool,
+             reference: Path | None = None) -> TaskSetup:
+    """Super-resolution by an integer factor under a downsampling model (bicubic, avgpool, nearest)."""
+    spec = f"{kernel}:{scale}"
+    noise_sigma = noise_sigma_for("superres", noise_sigma, simulate_input)
+    prepare = image_task(lambda shape: operators.build(spec, shape), lambda shape: (shape[0], shape[1] * scale, shape[2] * scale),
+                         noise_sigma, simulate_input, references_from(reference))
+    return TaskSetup("superres", prepare, {"scale": scale, "kernel": kernel, "noise": noise_sigma, "simulate": simulate_input})
+
+
+def denoise(noise_sigma: float | None, simulate_input: bool, reference: Path | None = None) -> TaskSetup:
+    """Gaussian denoising; without a σ a real measurement's noise level is estimated from each image."""
+    noise_sigma = noise_sigma_for("denoise", noise_sigma, simulate_input)
+    prepare = image_task(lambda shape: operators.build("identity", shape), lambda shape: shape,
+                         noise_sigma, simulate_input, references_from(reference))
+    if noise_sigma is None:
+        prepare = with_estimated_noise(prepare)
+    return TaskSetup("denoise", prepare, {"noise": noise_sigma if noise_sigma is not None else "estimated",
+                                          "simulate": simulate_input})
+
+
+def colorize(noise_sigma: float | None, simulate_input: bool, reference: Path | None = None) -> TaskSetup:
+    """Colorization: a gray image (an RGB input's luminance) → RGB."""
+    noise_sigma = noise_sigma_for("colorize", noise_sigma, simulate_input)
+    prepare = image_task(lambda shape: operators.build("gray", (3, *shape[1:])), lambda shape: (3, *shape[1:]),
+                         noise_sigma, simulate_input, references_from(reference), measured=colorize_input)
+    return TaskSetup("colorize", prepare, {"noise": noise_sigma, "simulate": simulate_input})
+
+
 def mri(mask: str | None, acceleration: int | None, center_lines: int | None, noise_sigma: float | None,
-        simulate_input: bool, references: Callable[[Path], Path | None]) -> Prepare:
+        simulate_input: bool, reference: Path | None = None) -> TaskSetup:
     """MRI: k-space (.npy/.h5) and a sampling mask, or --simulate from an image (its luminance)."""
+    noise_sigma = noise_sigma_for("mri", noise_sigma, simulate_input)
     noise = gaussian_noise(noise_sigma)
+    references = references_from(reference)
 
     def mask_spec(height: int, width: int, kspace: Tensor | None) -> str:
         if mask is not None:
@@ -184,11 +283,13 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
         ref = reference_for(ref_path, (1, height, width)) if ref_path else None
         return Item(index, path.stem, path, y, op, noise, ref, None, 8, "kspace", {"scale": scale})
 
-    return prepare
+    settings = {"mask": mask, "acceleration": acceleration, "center_lines": center_lines, "noise": noise_sigma,
+                "simulate": simulate_input}
+    return TaskSetup("mri", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy", ".h5", ".hdf5"))
 
 
 def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, simulate_input: bool,
-       references: Callable[[Path], Path | None]) -> Prepare:
+       reference: Path | None = None) -> TaskSetup:
     """CT: a sinogram (.npy, angles × detectors), or --simulate from an image (its luminance).
 
     A measured sinogram's image is square; its side is ``size``, else the reference's, else the
@@ -196,6 +297,8 @@ def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, sim
     --noise-sigma is relative to the maximum of each image's sinogram (the protocol's ct60: 0.005).
     """
     spec = f"ct:{angles}" + (f":arc={arc:g}" if arc != 180 else "")
+    noise_sigma = noise_sigma_for("ct", noise_sigma, simulate_input)
+    references = references_from(reference)
 
     def noise_for(sinogram01: Tensor):
         sigma = (noise_sigma or 0.0) * float(sinogram01.abs().max())
@@ -222,7 +325,8 @@ def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, sim
         noise = noise_for(sinogram)
         return Item(index, path.stem, path, y, op, noise, ref, None, 8, "sinogram")
 
-    return prepare
+    settings = {"angles": angles, "arc": arc, "size": size, "noise": noise_sigma, "simulate": simulate_input}
+    return TaskSetup("ct", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy",))
 
 
 def with_estimated_noise(prepare: Prepare) -> Prepare:

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from restore import bench
+from restore.bench import run, suite
 from restore.errors import RestoreError
 from restore.metrics import psnr
 
@@ -43,16 +43,16 @@ def test_suite_runs_end_to_end_and_resumes(two_images, tiny_prior, tmp_path, one
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     rows = read_results(out)
-    assert len(rows) == 2 * len(bench.TASKS) * 3  # images × tasks × (baseline, ddrm, diffpir)
+    assert len(rows) == 2 * len(suite.TASKS) * 3  # images × tasks × (baseline, ddrm, diffpir)
     by_key = {(r["task"], r["method"], r["image"]): r for r in rows}
     assert by_key[("ct60", "ddrm", "camera")]["status"] == "n/a"  # DDRM needs an SVD, CT has none
     assert all(r["status"] == "ok" for r in rows if r["method"] != "ddrm" or r["task"] not in ("ct60", "mri4x"))
     assert all(float(r["nfe"]) == 2 for r in rows if r["method"] == "diffpir")
     summary = (out / "summary.md").read_text()
     assert "| sr4 | baseline (bicubic) | 2 |" in summary and "n/a (needs an SVD)" in summary
-    for task in bench.TASKS:
+    for task in suite.TASKS:
         assert (out / f"{task}.png").is_file()
-    restored = bench.restoration_path(out, "box", "diffpir", "rocket")
+    restored = run.restoration_path(out, "box", "diffpir", "rocket")
     assert restored.is_file()
 
     # an interrupted run: the last row never made it to results.csv; the rerun does only that one
@@ -60,7 +60,7 @@ def test_suite_runs_end_to_end_and_resumes(two_images, tiny_prior, tmp_path, one
         lines = f.readlines()
     (out / "results.csv").write_text("".join(lines[:-1]))
     last = rows[-1]
-    redone = bench.restoration_path(out, last["task"], last["method"], last["image"])
+    redone = run.restoration_path(out, last["task"], last["method"], last["image"])
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png") if p.parent != out}
     assert invoke(*args).exit_code == 0
     changed = [p for p, t in stamps.items() if p.stat().st_mtime_ns != t]
@@ -81,19 +81,19 @@ def test_unknown_task_lists_the_valid_ones(two_images):
 
 def test_images_smaller_than_the_crop_are_a_clear_error(two_images, tmp_path):
     with pytest.raises(RestoreError, match="smaller than the suite's 1024×1024 crop"):
-        bench.load_reference(two_images / "camera.png", 1024)
+        suite.load_reference(two_images / "camera.png", 1024)
 
 
-@pytest.mark.parametrize("task", list(bench.TASKS))
+@pytest.mark.parametrize("task", list(suite.TASKS))
 def test_baselines_are_deterministic_and_beat_the_raw_measurement(two_images, task, one_thread):
     """Problems are seeded by the image index, so a baseline's numbers for a fixed image never change;
     and each baseline improves on the plainest reading of the measurement (A⁺y, or y itself)."""
-    x = bench.load_reference(two_images / "rocket.png", 64)
-    first, second = bench.make_problem(bench.TASKS[task], x, 1), bench.make_problem(bench.TASKS[task], x, 1)
+    x = suite.load_reference(two_images / "rocket.png", 64)
+    first, second = suite.make_problem(suite.TASKS[task], x, 1), suite.make_problem(suite.TASKS[task], x, 1)
     assert torch.equal(first.y, second.y)
-    a, b = bench.TASKS[task].baseline(first), bench.TASKS[task].baseline(second)
+    a, b = suite.TASKS[task].baseline(first), suite.TASKS[task].baseline(second)
     assert torch.equal(a, b)
-    other_image = bench.make_problem(bench.TASKS[task], x, 2)
+    other_image = suite.make_problem(suite.TASKS[task], x, 2)
     if task in ("mblur", "random70"):  # kernel and mask follow the image index (a 64-px box has one place)
         assert not torch.equal(first.operator.A(first.x), other_image.operator.A(first.x))
     assert psnr(a.real.float().clamp(-1, 1), first.x) > 18
@@ -102,8 +102,8 @@ def test_baselines_are_deterministic_and_beat_the_raw_measurement(two_images, ta
 
 
 def test_ct_noise_follows_the_sinogram_maximum(two_images):
-    x = bench.load_reference(two_images / "rocket.png", 64)
-    problem = bench.make_problem(bench.TASKS["ct60"], x, 0)
+    x = suite.load_reference(two_images / "rocket.png", 64)
+    problem = suite.make_problem(suite.TASKS["ct60"], x, 0)
     clean_unit = problem.operator.A((problem.x + 1) / 2)
     assert problem.noise.sigma == pytest.approx(2 * 0.005 * float(clean_unit.abs().max()))
     assert problem.y.shape[-2] == 60
@@ -126,9 +126,9 @@ def test_a_changed_default_redoes_only_its_rows(two_images, tiny_prior, tmp_path
     after = {(r["task"], r["method"], r["image"]): r["config"] for r in read_results(out)}
     assert after.keys() == before.keys()  # one row per key: the superseded ones are gone
     changed = {k for k in after if after[k] != before[k]}
-    assert changed == {("sr4", "diffpir", "camera"), ("sr4", "diffpir", "rocket")} and "zeta=0.9" in after[("sr4", "diffpir", "camera")]
+    assert changed == {("sr4", "diffpir", "camera"), ("sr4", "diffpir", "rocket")} and '"zeta": 0.9' in after[("sr4", "diffpir", "camera")]
     redone = {p for p, t in stamps.items() if p.stat().st_mtime_ns != t}
-    assert redone == {bench.restoration_path(out, "sr4", "diffpir", name) for name in ("camera", "rocket")}
+    assert redone == {run.restoration_path(out, "sr4", "diffpir", name) for name in ("camera", "rocket")}
 
 
 def test_unreadable_or_small_images_fail_alone(two_images, tmp_path):
@@ -153,7 +153,7 @@ def test_samples_scores_the_mean_of_posterior_samples(two_images, tiny_prior, tm
     assert invoke(*common, "--samples", "2").exit_code == 0
     rows = {(r["method"], r["image"]): r for r in read_results(out)}
     assert float(rows[("diffpir+mean2", "rocket")]["nfe"]) == 2 * float(rows[("diffpir", "rocket")]["nfe"]) == 4
-    assert "mean of 2 samples" in rows[("diffpir+mean2", "rocket")]["config"]
-    one = bench.restoration_path(out, "denoise", "diffpir", "rocket")
-    mean = bench.restoration_path(out, "denoise", "diffpir+mean2", "rocket")
+    assert '"num_samples": 2' in rows[("diffpir+mean2", "rocket")]["config"]
+    one = run.restoration_path(out, "denoise", "diffpir", "rocket")
+    mean = run.restoration_path(out, "denoise", "diffpir+mean2", "rocket")
     assert mean.is_file() and mean.read_bytes() != one.read_bytes()

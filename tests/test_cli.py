@@ -55,7 +55,7 @@ def test_inpaint_folder_with_mask_spec_writes_outputs_and_reports(images, tiny_p
     report = json.loads((out / "report.json").read_text())
     assert len(report["images"]) == 3 and all(r["status"] == "ok" for r in report["images"])
     assert report["images"][0]["sampler"] == "diffpir" and report["images"][0]["steps"] == 3
-    assert report["settings"]["seed"] == 0 and report["settings"]["mask"] == "random:0.5"
+    assert report["images"][0]["plan"]["seed"] == 0 and report["settings"]["mask"] == "random:0.5"
     assert np.isfinite(report["mean"]["psnr"]) and np.isfinite(report["mean"]["ssim"])
     csv_lines = (out / "report.csv").read_text().splitlines()
     assert csv_lines[0].startswith("name,status,psnr") and len(csv_lines) == 1 + 3 + 1
@@ -158,11 +158,12 @@ def test_set_changes_a_hyperparameter_and_is_recorded(images, tiny_prior, tmp_pa
     result = invoke(*common, "--set", "lam=5", "--set", "renoise=0", "--out", tmp_path / "set")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "set" / "report.json").read_text())
-    assert report["settings"]["options"] == ["lam=5", "renoise=0"]
+    params = report["images"][0]["plan"]["params"]
+    assert params["lam"] == 5 and params["renoise"] == 0
     default, changed = (read_image(tmp_path / d / "a.png").pixels for d in ("default", "set"))
     assert not torch.equal(default, changed)
     again = invoke(*common, "--set", "lam=6", "--out", tmp_path / "set")  # other options: not mixed into that folder
-    assert again.exit_code == 1 and "other settings (options)" in again.output
+    assert again.exit_code == 1 and "other settings (plan)" in again.output
 
 
 def test_cuda_without_gpu_is_a_clear_error(images, tiny_prior, tmp_path):

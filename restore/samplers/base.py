@@ -15,7 +15,8 @@ generator, or a list of one per image (see :func:`randn`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from restore.errors import NumericalError, RestoreError
+from restore.prior.schedule import respaced_timesteps
 
 #: callback(info) with info keys: "step" (0-based), "total", "t" (timestep), "x" (current iterate), "x0" (current x̂0)
 Callback = Callable[[dict[str, Any]], None]
@@ -50,6 +52,57 @@ def randn(shape: tuple[int, ...], generator: Generators, like: Tensor) -> Tensor
     else:
         z = torch.randn(shape, generator=generator, dtype=torch.float32)
     return z.to(device=like.device, dtype=like.real.dtype)
+
+
+def require(condition: bool, message: str) -> None:
+    """A hyperparameter check: RestoreError(message) unless ``condition`` (NaN compares false, so it fails too).
+
+    Every ``…Params.__post_init__`` checks its values this way, so a bad ``--set`` fails before any work.
+    """
+    if not condition:
+        raise RestoreError(message)
+
+
+def check_steps(sampler: str, steps: int, denoiser) -> None:
+    require(isinstance(steps, int) and 1 <= steps <= denoiser.num_timesteps,
+            f"{sampler}: steps must be in 1..{denoiser.num_timesteps}, got {steps}")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The timesteps a sampler visits (descending) and ᾱ at each, with ᾱ = 1 appended: the clean image,
+    σ = 0, where the last step lands. ``alpha_bars[i]`` belongs to ``timesteps[i]``."""
+
+    timesteps: tuple[float, ...]
+    alpha_bars: tuple[float, ...]
+
+    @classmethod
+    def of(cls, denoiser, timesteps: Sequence[float]) -> Grid:
+        table = denoiser.alphas_cumprod.double().cpu()
+        whole = all(float(t).is_integer() for t in timesteps)
+        if whole:
+            alpha_bars = [float(table[int(t)]) for t in timesteps]
+        else:  # fractional timesteps (DPIR's noise ladder): ᾱ interpolated as the denoiser does
+            alpha_bars = denoiser.alpha_bar(torch.tensor(timesteps, dtype=torch.float64), table).reshape(-1).tolist()
+        return cls(tuple(int(t) if whole else float(t) for t in timesteps), tuple(alpha_bars) + (1.0,))
+
+    @classmethod
+    def respaced(cls, denoiser, steps: int) -> Grid:
+        """``steps`` timesteps evenly spaced over [T-1, 0] (999, 946, …, 0 for 20 steps)."""
+        return cls.of(denoiser, respaced_timesteps(denoiser.num_timesteps, steps).tolist())
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    def sigma(self, i: int) -> float:
+        """σ = sqrt((1 - ᾱ) / ᾱ) of grid point i (0 at the appended end, i = len(grid))."""
+        a = self.alpha_bars[i]
+        return math.sqrt((1 - a) / a)
+
+    def steps(self) -> Iterator[tuple[int, float, float, float]]:
+        """(i, t, ᾱ_t, ᾱ of the level the step goes to) for every step."""
+        for i, t in enumerate(self.timesteps):
+            yield i, t, self.alpha_bars[i], self.alpha_bars[i + 1]
 
 
 def check_finite(x: Tensor, sampler: str, step: int, total: int, hint: str) -> None:

@@ -39,7 +39,7 @@ the chain is diffused forward L levels, x_{t+L} ~ q(x_{t+L} | x_t) (in σ-space 
 one level at a time), and denoised again; this happens r - 1 times per level. As in the paper, the
 forward jump starts from the current x_t (the official code instead re-noises the last raw x̂0, before
 its range-space correction). The official default is no time travel (L = r = 1). Time travel costs
-extra network evaluations: :func:`ddnm_nfe` counts them (the registry's ``nfe(steps)`` assumes none).
+extra network evaluations: :func:`ddnm_nfe` counts them.
 Callbacks and the step numbers of errors count network evaluations; the forward jumps are silent.
 """
 
@@ -51,10 +51,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from restore.errors import RestoreError
-from restore.prior.schedule import respaced_timesteps
-from restore.samplers.base import Callback, Generators, check_finite, gaussian_sigma, image_shape, randn
-from restore.samplers.registry import SamplerInfo, register
+from restore.samplers.base import Callback, Generators, Grid, check_finite, check_steps, gaussian_sigma, image_shape, randn, require
 
 
 @dataclass(frozen=True)
@@ -73,6 +70,16 @@ class DDNMParams:
     #: operators without an SVD: conjugate-gradient iterations of each step's A⁺ (None: the operator's
     #: own default, e.g. 500 for CT); a few iterations from zero also regularise an ill-posed A⁺
     cg_max_iter: int | None = None
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.eta <= 1.0, f"ddnm needs 0 <= eta <= 1, got eta={self.eta}")
+        s_eff = self.effective_singular_value
+        require(s_eff is None or (s_eff > 0 and math.isfinite(s_eff)),
+                f"ddnm: effective_singular_value must be a finite number > 0 (or None), got {s_eff}")
+        for name in ("travel_length", "travel_repeat", "cg_max_iter"):
+            value = getattr(self, name)
+            require((name == "cg_max_iter" and value is None) or (type(value) is int and value >= 1),
+                    f"ddnm: {name} must be an integer >= 1, got {value!r}")
 
 
 def travel_schedule(steps: int, travel_length: int = 1, travel_repeat: int = 1) -> list[int]:
@@ -120,23 +127,62 @@ def effective_singular_value(operator, y: Tensor) -> Tensor:
     return (num / den.clamp_min(torch.finfo(den.dtype).tiny)).sqrt()
 
 
-def check_params(p: DDNMParams, steps: int, num_timesteps: int) -> None:
-    if not 0.0 <= p.eta <= 1.0:
-        raise RestoreError(f"ddnm needs 0 <= eta <= 1, got eta={p.eta}")
-    s_eff = p.effective_singular_value
-    if s_eff is not None and not (s_eff > 0 and math.isfinite(s_eff)):
-        raise RestoreError(f"ddnm: effective_singular_value must be a finite number > 0 (or None), got {s_eff}")
-    if not 1 <= steps <= num_timesteps:
-        raise RestoreError(f"ddnm: steps must be in 1..{num_timesteps}, got {steps}")
-    for name in ("travel_length", "travel_repeat", "cg_max_iter"):
-        value = getattr(p, name)
-        if name == "cg_max_iter" and value is None:  # the operator's own default
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RestoreError(f"ddnm: {name} must be an integer >= 1, got {value!r}")
-    if p.travel_repeat > 1 and p.travel_length >= steps:
-        raise RestoreError(f"ddnm: travel_length={p.travel_length} must be smaller than steps={steps} "
-                           "for time travel (travel_repeat > 1)")
+class SpectralCorrection:
+    """DDNM+ coordinate by coordinate on the singular values (operators with an SVD): the state is z̄ = Vᵀz."""
+
+    def __init__(self, operator, y: Tensor, sigma_y: float, p: DDNMParams) -> None:
+        self.operator, self.shape, self.sigma_y, self.eta = operator, image_shape(operator, y), sigma_y, p.eta
+        s = operator.singular_values().to(device=y.device, dtype=y.dtype)
+        self.keep = s > operator.rcond * s.amax(dim=1, keepdim=True)
+        self.s_safe = torch.where(self.keep, s, torch.ones_like(s))
+        self.y_bar = torch.where(self.keep, operator.Ut(y) / self.s_safe, torch.zeros_like(self.s_safe))  # Vᵀ A⁺ y
+        self.noisy = self.keep if sigma_y > 0 else torch.zeros_like(self.keep)  # where DDNM+ differs from DDNM
+        self.noise_level = sigma_y / self.s_safe  # σ_y / s_i
+        self.state_shape = (self.shape[0], math.prod(self.shape[1:]))
+
+    def image(self, state: Tensor) -> Tensor:
+        return self.operator.V(state).reshape(self.shape)
+
+    def step(self, state: Tensor, x0: Tensor, fresh: Tensor, sigma_t: float, sigma_next: float) -> Tensor:
+        m, keep_eps = self.s_safe.shape[1], math.sqrt(1 - self.eta**2)
+        x0_bar = self.operator.Vt(x0)
+        ddim = sigma_next * (self.eta * fresh + keep_eps * (state - x0_bar) / sigma_t)  # σ' (η n + sqrt(1-η²) ε̂)
+        x0_m = x0_bar[:, :m]
+        above = sigma_next >= self.noise_level  # σ' ≥ σ_y / s_i (always true when σ_y = 0)
+        lam = torch.where(above, torch.ones_like(self.s_safe), self.s_safe * sigma_next * keep_eps / (self.sigma_y or 1.0))
+        corrected = torch.where(self.keep, x0_m - lam * (x0_m - self.y_bar), x0_m)  # x̄0 - Σ_t Vᵀ A⁺(A x̂0 - y)
+        plus = torch.where(above, (sigma_next**2 - self.noise_level**2).clamp_min(0).sqrt(), sigma_next * self.eta)
+        observed = corrected + torch.where(self.noisy, plus * fresh[:, :m], ddim[:, :m])
+        return torch.cat([observed, x0_bar[:, m:] + ddim[:, m:]], dim=1)
+
+
+class ScalarCorrection:
+    """The scalar DDNM+ of eq. 19 through ``A_pinv`` (any operator): one effective singular value per image."""
+
+    def __init__(self, operator, y: Tensor, sigma_y: float, p: DDNMParams) -> None:
+        self.operator, self.y, self.shape, self.eta = operator, y, image_shape(operator, y), p.eta
+        self.pinv_options = {} if p.cg_max_iter is None else {"max_iter": p.cg_max_iter}
+        dtype, batch = y.real.dtype, self.shape[0]
+        self.noise_level = torch.zeros(batch, *([1] * len(self.shape[1:])), dtype=dtype, device=y.device)
+        if sigma_y > 0:
+            s_eff = (torch.full((batch,), float(p.effective_singular_value), dtype=dtype, device=y.device)
+                     if p.effective_singular_value is not None else effective_singular_value(operator, y))
+            per_real_part = sigma_y / math.sqrt(2) if y.is_complex() else sigma_y
+            self.noise_level = (per_real_part / s_eff).to(dtype).reshape(self.noise_level.shape)
+        self.state_shape = self.shape
+
+    def image(self, state: Tensor) -> Tensor:
+        return state
+
+    def step(self, state: Tensor, x0: Tensor, fresh: Tensor, sigma_t: float, sigma_next: float) -> Tensor:
+        keep_eps = math.sqrt(1 - self.eta**2)
+        above = sigma_next >= self.noise_level  # (B, 1, 1, 1)
+        lam = torch.where(above, torch.ones_like(self.noise_level), sigma_next * keep_eps / self.noise_level.clamp_min(1e-30))
+        correction = self.operator.A_pinv(self.operator.A(x0) - self.y, **self.pinv_options)
+        x0_hat = x0 - lam * (correction.real if correction.is_complex() else correction)
+        gamma = torch.where(above, (sigma_next**2 - self.noise_level**2).clamp_min(0).sqrt(), torch.zeros_like(self.noise_level))
+        eps = (state - x0) / sigma_t
+        return x0_hat + torch.where(above, gamma * (self.eta * fresh + keep_eps * eps), sigma_next * self.eta * fresh)
 
 
 def ddnm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generators = None,
@@ -148,90 +194,34 @@ def ddnm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
     form on the SVD where there is one, else ``A_pinv`` (conjugate gradients) and the scalar DDNM+.
     """
     p = params or DDNMParams()
-    check_params(p, steps, denoiser.num_timesteps)
+    check_steps("ddnm", steps, denoiser)
+    require(p.travel_repeat == 1 or p.travel_length < steps,
+            f"ddnm: travel_length={p.travel_length} must be smaller than steps={steps} for time travel (travel_repeat > 1)")
+    spectral = operator.has_svd and not y.is_complex()
+    correction = (SpectralCorrection if spectral else ScalarCorrection)(operator, y, gaussian_sigma(noise), p)
+    grid = Grid.respaced(denoiser, steps)
 
-    sigma_y = gaussian_sigma(noise)
-    shape = image_shape(operator, y)
-    batch = shape[0]
-    dtype = y.real.dtype
-    eta, keep_eps = p.eta, math.sqrt(1 - p.eta**2)
-
-    ascending = respaced_timesteps(denoiser.num_timesteps, steps).flip(0).tolist()
-    alpha_bars = denoiser.alphas_cumprod.double().cpu()
-
-    def alpha_bar(level: int) -> float:  # level -1 is the end of the chain, ᾱ = 1 (σ = 0)
-        return 1.0 if level < 0 else float(alpha_bars[ascending[level]])
+    def alpha_bar(level: int) -> float:  # levels count up from the clean end; level -1 is ᾱ = 1
+        return grid.alpha_bars[steps - 1 - level] if level >= 0 else 1.0
 
     def sigma(level: int) -> float:
-        a = alpha_bar(level)
-        return math.sqrt((1 - a) / a)
+        return math.sqrt((1 - alpha_bar(level)) / alpha_bar(level))
 
-    spectral = operator.has_svd and not y.is_complex()
-    n = math.prod(shape[1:])
-    if spectral:  # coordinate-wise DDNM+ on the singular values
-        s = operator.singular_values().to(device=y.device, dtype=dtype)
-        keep = s > operator.rcond * s.amax(dim=1, keepdim=True)
-        s_safe = torch.where(keep, s, torch.ones_like(s))
-        y_bar = torch.where(keep, operator.Ut(y) / s_safe, torch.zeros_like(s_safe))  # Vᵀ A⁺ y on the first m
-        m = s.shape[1]
-        noisy = keep if sigma_y > 0 else torch.zeros_like(keep)  # coordinates where DDNM+ differs from DDNM
-        noise_level = sigma_y / s_safe  # σ_y / s_i
-    else:  # scalar DDNM+ (eq. 19) with one effective singular value per image
-        pinv_options = {} if p.cg_max_iter is None else {"max_iter": p.cg_max_iter}
-        noise_level = torch.zeros(batch, *([1] * len(shape[1:])), dtype=dtype, device=y.device)
-        if sigma_y > 0:
-            s_eff = (torch.full((batch,), float(p.effective_singular_value), dtype=dtype, device=y.device)
-                     if p.effective_singular_value is not None else effective_singular_value(operator, y))
-            per_real_part = sigma_y / math.sqrt(2) if y.is_complex() else sigma_y
-            noise_level = (per_real_part / s_eff).to(dtype).reshape(noise_level.shape)
-
-    # the state is z = x_t / sqrt(ᾱ_t): its spectral coefficients z̄ = Vᵀz for SVD operators, else the image
-    state_shape = (batch, n) if spectral else shape
-    to_image = (lambda v: operator.V(v).reshape(shape)) if spectral else (lambda v: v)
     levels = travel_schedule(steps, p.travel_length, p.travel_repeat)
-    total = sum(1 for a, b in zip(levels, levels[1:]) if b < a)
-    state = randn(state_shape, generator, like=y.real) / math.sqrt(alpha_bar(levels[0]))  # x_T ~ N(0, I)
+    total = ddnm_nfe(steps, p)
+    state = randn(correction.state_shape, generator, like=y.real) / math.sqrt(alpha_bar(levels[0]))  # x_T ~ N(0, I)
     hint = "the denoiser returned NaN/Inf, or y / the operator hold non-finite values"
     step = 0
     for level, level_next in zip(levels, levels[1:]):
-        sigma_t, sigma_next = sigma(level), sigma(level_next)
         if level_next > level:  # time travel: x_{t'} ~ q(x_{t'} | x_t), i.e. z' = z + sqrt(σ'² - σ²) n
-            state = state + math.sqrt(sigma_next**2 - sigma_t**2) * randn(state_shape, generator, like=y.real)
+            state = state + math.sqrt(sigma(level_next) ** 2 - sigma(level) ** 2) * randn(correction.state_shape, generator, like=y.real)
             continue
-        t = ascending[level]
-        x0 = denoiser(math.sqrt(alpha_bar(level)) * to_image(state), t)
-        fresh = randn(state_shape, generator, like=y.real)
-
-        if spectral:
-            x0_bar = operator.Vt(x0)
-            ddim = sigma_next * (eta * fresh + keep_eps * (state - x0_bar) / sigma_t)  # σ' (η n + sqrt(1-η²) ε̂)
-            x0_m = x0_bar[:, :m]
-            above = sigma_next >= noise_level  # σ' ≥ σ_y / s_i (always true when σ_y = 0)
-            lam = torch.where(above, torch.ones_like(s_safe), s_safe * sigma_next * keep_eps / (sigma_y or 1.0))
-            corrected = torch.where(keep, x0_m - lam * (x0_m - y_bar), x0_m)  # x̄0 - Σ_t Vᵀ A⁺(A x̂0 - y)
-            plus = torch.where(above, (sigma_next**2 - noise_level**2).clamp_min(0).sqrt(), sigma_next * eta) * fresh[:, :m]
-            state = torch.cat([corrected + torch.where(noisy, plus, ddim[:, :m]), x0_bar[:, m:] + ddim[:, m:]], dim=1)
-        else:
-            above = sigma_next >= noise_level  # (B, 1, 1, 1)
-            lam = torch.where(above, torch.ones_like(noise_level), sigma_next * keep_eps / noise_level.clamp_min(1e-30))
-            correction = operator.A_pinv(operator.A(x0) - y, **pinv_options)
-            x0_hat = x0 - lam * (correction.real if correction.is_complex() else correction)
-            gamma = torch.where(above, (sigma_next**2 - noise_level**2).clamp_min(0).sqrt(), torch.zeros_like(noise_level))
-            eps = (state - x0) / sigma_t
-            state = x0_hat + torch.where(above, gamma * (eta * fresh + keep_eps * eps), sigma_next * eta * fresh)
-
+        t = grid.timesteps[steps - 1 - level]
+        x0 = denoiser(math.sqrt(alpha_bar(level)) * correction.image(state), t)
+        fresh = randn(correction.state_shape, generator, like=y.real)
+        state = correction.step(state, x0, fresh, sigma(level), sigma(level_next))
         check_finite(state, "ddnm", step, total, hint)
         if callback is not None:
-            callback({"step": step, "total": total, "t": t,
-                      "x": math.sqrt(alpha_bar(level_next)) * to_image(state), "x0": x0})
+            callback({"step": step, "total": total, "t": t, "x": math.sqrt(alpha_bar(level_next)) * correction.image(state), "x0": x0})
         step += 1
-
-    return to_image(state)
-
-
-INFO = register(SamplerInfo(
-    name="ddnm",
-    run=ddnm,
-    params=DDNMParams,
-    paper="Wang, Yu, Zhang. Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model. ICLR 2023",
-))
+    return correction.image(state)

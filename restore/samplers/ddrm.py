@@ -43,9 +43,7 @@ import torch
 from torch import Tensor
 
 from restore.errors import RestoreError
-from restore.prior.schedule import respaced_timesteps
-from restore.samplers.base import Callback, Generators, check_finite, gaussian_sigma, image_shape, randn
-from restore.samplers.registry import SamplerInfo, check_operator, register
+from restore.samplers.base import Callback, Generators, Grid, check_finite, check_steps, gaussian_sigma, image_shape, randn, require
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,10 @@ class DDRMParams:
     eta: float = 0.85
     #: η_b: how far high-noise observed coordinates move toward ȳ (1: replaced by ȳ plus noise)
     eta_b: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.eta <= 1.0 and 0.0 <= self.eta_b <= 1.0,
+                f"ddrm needs 0 <= eta <= 1 and 0 <= eta_b <= 1, got eta={self.eta}, eta_b={self.eta_b}")
 
 
 def spectral_measurement(operator, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -74,12 +76,10 @@ def ddrm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
     Needs an operator with an SVD. ``steps`` timesteps are respaced over the prior's schedule
     (20 in the paper); one network evaluation per step.
     """
-    check_operator(INFO, operator)
     p = params or DDRMParams()
-    if not (0.0 <= p.eta <= 1.0 and 0.0 <= p.eta_b <= 1.0):
-        raise RestoreError(f"ddrm needs 0 <= eta <= 1 and 0 <= eta_b <= 1, got eta={p.eta}, eta_b={p.eta_b}")
-    if not 1 <= steps <= denoiser.num_timesteps:
-        raise RestoreError(f"ddrm: steps must be in 1..{denoiser.num_timesteps}, got {steps}")
+    check_steps("ddrm", steps, denoiser)
+    if not operator.has_svd:
+        raise RestoreError(f"ddrm needs an operator with an SVD, and '{operator.spec}' has none")
     if y.is_complex():
         raise RestoreError("ddrm takes real measurements only (SVD operators are real)")
 
@@ -91,24 +91,19 @@ def ddrm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
     y_bar = torch.where(keep, ut_y / s_safe, torch.zeros_like(ut_y))  # ȳ = Σ⁺Uᵀy, (B, m)
     ratio_b = p.eta_b * sigma_y / s_safe  # η_b σ_y / s_i (only used where s_i σ' ≥ σ_y)
     sigma_y_safe = sigma_y if sigma_y > 0 else 1.0  # the low-noise case never happens when σ_y = 0
-
-    timesteps = respaced_timesteps(denoiser.num_timesteps, steps).tolist()
-    alpha_bars = denoiser.alphas_cumprod.double().cpu()
-    ab = [float(alpha_bars[t]) for t in timesteps] + [1.0]  # the last step goes to ᾱ = 1, σ = 0
-    sig = [math.sqrt((1 - a) / a) for a in ab]
+    grid = Grid.respaced(denoiser, steps)
 
     # x_T from the measurement: z̄_T = ȳ + sqrt(σ_T² - σ_y²/s²) n where s σ_T ≥ σ_y, else σ_T n.
-    sigma_T = sig[0]
+    sigma_T = grid.sigma(0)
     start = randn((batch, n), generator, like=y)
     from_y = keep & (s * sigma_T >= sigma_y)
     init = y_bar + (sigma_T**2 - (sigma_y / s_safe) ** 2).clamp_min(0).sqrt() * start[:, :m]
     z_bar = torch.cat([torch.where(from_y, init, sigma_T * start[:, :m]), sigma_T * start[:, m:]], dim=1)
 
     hint = "the denoiser returned NaN/Inf, or y / the operator's singular values hold non-finite values"
-    for i, t in enumerate(timesteps):
-        sigma_t, sigma_next = sig[i], sig[i + 1]
-        z_t = operator.V(z_bar).reshape(shape)
-        x0 = denoiser(math.sqrt(ab[i]) * z_t, t)
+    for i, t, a_t, a_next in grid.steps():
+        sigma_t, sigma_next = grid.sigma(i), grid.sigma(i + 1)
+        x0 = denoiser(math.sqrt(a_t) * operator.V(z_bar).reshape(shape), t)
         x0_bar = operator.Vt(x0)
         eps_bar = (z_bar - x0_bar) / sigma_t
         fresh = randn((batch, n), generator, like=y)
@@ -120,22 +115,12 @@ def ddrm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
         low = x0_m + math.sqrt(1 - p.eta**2) * sigma_next * (ut_y - s * x0_m) / sigma_y_safe + p.eta * sigma_next * fresh_m
         # observed, noisier than y (s σ' ≥ σ_y): move toward ȳ
         high = (1 - p.eta_b) * x0_m + p.eta_b * y_bar + (sigma_next**2 - ratio_b**2).clamp_min(0).sqrt() * fresh_m
-        above = s * sigma_next >= sigma_y
-        observed = torch.where(keep, torch.where(above, high, low), z_next[:, :m])
+        observed = torch.where(keep, torch.where(s * sigma_next >= sigma_y, high, low), z_next[:, :m])
         z_bar = torch.cat([observed, z_next[:, m:]], dim=1)
 
         check_finite(z_bar, "ddrm", i, steps, hint)
         if callback is not None:
-            x_next = math.sqrt(ab[i + 1]) * operator.V(z_bar).reshape(shape)
+            x_next = math.sqrt(a_next) * operator.V(z_bar).reshape(shape)
             callback({"step": i, "total": steps, "t": t, "x": x_next, "x0": x0})
 
     return operator.V(z_bar).reshape(shape)
-
-
-INFO = register(SamplerInfo(
-    name="ddrm",
-    run=ddrm,
-    params=DDRMParams,
-    paper="Kawar, Elad, Ermon, Song. Denoising Diffusion Restoration Models. NeurIPS 2022",
-    needs_svd=True,
-))

@@ -40,13 +40,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-from restore.errors import RestoreError
 from restore.prior.schedule import respaced_timesteps
-from restore.samplers.base import Callback, Generators, check_finite, gaussian_sigma, image_shape, randn
-from restore.samplers.registry import SamplerInfo, register
+from restore.samplers.base import Callback, Generators, Grid, check_finite, check_steps, gaussian_sigma, image_shape, randn, require
 
 #: the official code's floor on σ_n ([0, 1] scale): ``sigma = max(0.001, noise_level_img)``
 SIGMA_FLOOR = 0.001
@@ -71,6 +68,13 @@ class DiffPIRParams:
     #: Off only for priors that live outside the image range (the Gaussian toy problems of the tests).
     clip_x0: bool = True
 
+    def __post_init__(self) -> None:
+        require(self.lam > 0 and math.isfinite(self.lam), f"diffpir needs a finite lam > 0, got {self.lam}")
+        require(0 <= self.zeta <= 1, f"diffpir needs zeta in [0, 1], got {self.zeta}")
+        require(self.skip in ("quad", "uniform"), f"diffpir: skip must be 'quad' or 'uniform', got '{self.skip}'")
+        require(self.cg_tol > 0 and type(self.cg_max_iter) is int and self.cg_max_iter >= 1,
+                f"diffpir needs cg_tol > 0 and an integer cg_max_iter >= 1, got {self.cg_tol}, {self.cg_max_iter!r}")
+
 
 def quad_timesteps(num_train_steps: int, steps: int) -> list[int]:
     """The official "quad" grid, descending from T-1 to 0: t_i = T-1 - floor(T sqrt(i/(N-1)))."""
@@ -85,9 +89,9 @@ def diffpir_timesteps(num_train_steps: int, steps: int, skip: str) -> list[int]:
     if skip == "uniform":
         return respaced_timesteps(num_train_steps, steps).tolist()
     ts = quad_timesteps(num_train_steps, steps)
-    if any(a <= b for a, b in zip(ts, ts[1:])):
-        raise RestoreError(f"diffpir: the quad grid of {steps} steps over {num_train_steps} timesteps repeats "
-                           "timesteps; use fewer steps or skip='uniform'")
+    require(all(a > b for a, b in zip(ts, ts[1:])),
+            f"diffpir: the quad grid of {steps} steps over {num_train_steps} timesteps repeats timesteps; "
+            "use fewer steps or skip='uniform'")
     return ts
 
 
@@ -99,37 +103,21 @@ def diffpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
     any operator, no SVD needed.
     """
     p = params or DiffPIRParams()
-    if not (p.lam > 0 and math.isfinite(p.lam)):
-        raise RestoreError(f"diffpir needs a finite lam > 0, got {p.lam}")
-    if not 0 <= p.zeta <= 1:
-        raise RestoreError(f"diffpir needs zeta in [0, 1], got {p.zeta}")
-    if p.skip not in ("quad", "uniform"):
-        raise RestoreError(f"diffpir: skip must be 'quad' or 'uniform', got '{p.skip}'")
-    if not 1 <= steps <= denoiser.num_timesteps:
-        raise RestoreError(f"diffpir: steps must be in 1..{denoiser.num_timesteps}, got {steps}")
-
+    check_steps("diffpir", steps, denoiser)
     shape = image_shape(operator, y)
     like = y.real if y.is_complex() else y
-    timesteps = diffpir_timesteps(denoiser.num_timesteps, steps, p.skip)
-    alpha_bars = denoiser.alphas_cumprod.double().cpu()
-    ab = [float(alpha_bars[t]) for t in timesteps] + [1.0]  # the last step lands on x_0 (ᾱ = 1)
+    grid = Grid.of(denoiser, diffpir_timesteps(denoiser.num_timesteps, steps, p.skip))
     sigma_n = max(gaussian_sigma(noise) / 2, SIGMA_FLOOR)  # [0, 1] scale, as the official code
     hint = (f"lam={p.lam:g} may be too small for this noise level (an ill-conditioned data step), "
             "or the denoiser returned NaN/Inf")
 
     x = randn(shape, generator, like=like)
-    for i, t in enumerate(timesteps):
-        a_t, a_next = ab[i], ab[i + 1]
+    for i, t, a_t, a_next in grid.steps():
         x0 = denoiser.denoise(x, t).detach()
-
-        # data step, as a correction from x̂0: (AᵀA + ρ I)⁻¹(Aᵀy + ρ x̂0) = x̂0 + (AᵀA + ρ I)⁻¹ Aᵀ(y - A x̂0)
         rho = p.lam * sigma_n**2 * a_t / (1 - a_t)  # λ σ_n² / σ̄_t²
-        rhs = operator.A_adjoint(y - operator.A(x0))
-        delta = operator.solve_normal(rhs.real if rhs.is_complex() else rhs, rho, tol=p.cg_tol, max_iter=p.cg_max_iter)
-        x0 = x0 + (delta.real if delta.is_complex() else delta).reshape(shape)
+        x0 = operator.prox_l2(x0, y, rho, tol=p.cg_tol, max_iter=p.cg_max_iter)  # data step, eq. 13
         if p.clip_x0:
             x0 = x0.clamp(-1, 1)
-
         eps_hat = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         if i < steps - 1:
             direction = (1 - p.zeta) ** 0.5 * eps_hat
@@ -138,17 +126,7 @@ def diffpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
             x = a_next**0.5 * x0 + (1 - a_next) ** 0.5 * direction
         else:
             x = x0
-
         check_finite(x, "diffpir", i, steps, hint)
         if callback is not None:
             callback({"step": i, "total": steps, "t": t, "x": x, "x0": x0})
     return x
-
-
-INFO = register(SamplerInfo(
-    name="diffpir",
-    run=diffpir,
-    params=DiffPIRParams,
-    paper="Zhu, Zhang, Liang, Cao, Wen, Timofte, Van Gool. Denoising Diffusion Models for Plug-and-Play Image "
-          "Restoration. CVPRW 2023",
-))

@@ -41,10 +41,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from restore.errors import RestoreError
 from restore.prior.schedule import sigma_from_alpha_bar, timestep_for_sigma
-from restore.samplers.base import Callback, Generators, check_finite, gaussian_sigma, image_shape, randn
-from restore.samplers.registry import SamplerInfo, register
+from restore.samplers.base import Callback, Generators, check_finite, gaussian_sigma, image_shape, randn, require
 
 #: σ_n floor (library units) for the data step's weight ρ = λ σ_n² / σ²: noiseless measurements stay finite
 SIGMA_FLOOR = 0.002
@@ -71,6 +69,15 @@ class DPIRParams:
     #: conjugate-gradient tolerance and iterations of the data step (operators without an SVD)
     cg_tol: float = 1e-6
     cg_max_iter: int = 100
+
+    def __post_init__(self) -> None:
+        require(self.lam > 0 and math.isfinite(self.lam), f"dpir needs a finite lam > 0, got {self.lam}")
+        require(self.sigma_max > 0 and math.isfinite(self.sigma_max), f"dpir needs a finite sigma_max > 0, got {self.sigma_max}")
+        require(self.sigma_min is None or 0 < self.sigma_min <= self.sigma_max,
+                f"dpir needs 0 < sigma_min <= sigma_max, got {self.sigma_min}")
+        require(0 <= self.renoise <= 1, f"dpir needs renoise in [0, 1], got {self.renoise}")
+        require(type(self.cg_max_iter) is int and self.cg_max_iter >= 1 and self.cg_tol > 0,
+                f"dpir needs an integer cg_max_iter >= 1 and cg_tol > 0, got {self.cg_max_iter!r}, {self.cg_tol}")
 
 
 def noise_ladder(denoiser, sigma_n: float, steps: int, p: DPIRParams) -> list[float]:
@@ -102,19 +109,7 @@ def dpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
     ``steps`` network evaluations (the paper uses 8 for deblurring, 24–40 for SR and demosaicking).
     """
     p = params or DPIRParams()
-    if not (p.lam > 0 and math.isfinite(p.lam)):
-        raise RestoreError(f"dpir needs a finite lam > 0, got {p.lam}")
-    if not (p.sigma_max > 0 and math.isfinite(p.sigma_max)):
-        raise RestoreError(f"dpir needs a finite sigma_max > 0, got {p.sigma_max}")
-    if p.sigma_min is not None and not 0 < p.sigma_min <= p.sigma_max:
-        raise RestoreError(f"dpir needs 0 < sigma_min <= sigma_max, got {p.sigma_min}")
-    if not 0 <= p.renoise <= 1:
-        raise RestoreError(f"dpir needs renoise in [0, 1], got {p.renoise}")
-    if not (isinstance(p.cg_max_iter, int) and p.cg_max_iter >= 1):
-        raise RestoreError(f"dpir needs an integer cg_max_iter >= 1, got {p.cg_max_iter}")
-    if steps < 1:
-        raise RestoreError(f"dpir: steps must be at least 1, got {steps}")
-
+    require(isinstance(steps, int) and steps >= 1, f"dpir: steps must be at least 1, got {steps}")
     shape = image_shape(operator, y)
     like = y.real if y.is_complex() else y
     sigma_n = max(gaussian_sigma(noise), SIGMA_FLOOR)
@@ -122,16 +117,11 @@ def dpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
     timesteps = timestep_for_sigma(denoiser.alphas_cumprod, torch.tensor(sigmas, dtype=torch.float64)).float()
     hint = f"lam={p.lam:g} may be too small for this noise level, or the denoiser returned NaN/Inf"
 
-    def data_step(z: Tensor, sigma: float) -> Tensor:
-        rhs = operator.A_adjoint(y - operator.A(z))
-        delta = operator.solve_normal(rhs.real if rhs.is_complex() else rhs, p.lam * sigma_n**2 / sigma**2,
-                                      tol=p.cg_tol, max_iter=p.cg_max_iter)
-        x = z + (delta.real if delta.is_complex() else delta).reshape(shape)
-        return x.clamp(-1, 1) if p.clip else x
-
     z = torch.zeros(shape, dtype=like.dtype, device=like.device)
     for i, (sigma, t) in enumerate(zip(sigmas, timesteps)):
-        x = data_step(z, sigma)
+        x = operator.prox_l2(z, y, p.lam * sigma_n**2 / sigma**2, tol=p.cg_tol, max_iter=p.cg_max_iter)  # data step
+        if p.clip:
+            x = x.clamp(-1, 1)
         if p.renoise > 0:
             x = x + p.renoise * sigma * randn(shape, generator, like=like)
         k = i if p.self_ensemble else 0
@@ -140,13 +130,3 @@ def dpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
         if callback is not None:
             callback({"step": i, "total": steps, "t": float(t), "x": x, "x0": z})
     return z
-
-
-INFO = register(SamplerInfo(
-    name="dpir",
-    run=dpir,
-    params=DPIRParams,
-    paper="Zhang, Li, Zuo, Zhang, Van Gool, Timofte. Plug-and-Play Image Restoration with Deep Denoiser Prior. "
-          "IEEE TPAMI 2021",
-    samples_posterior=False,
-))

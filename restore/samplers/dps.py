@@ -43,9 +43,7 @@ from torch import Tensor
 
 from restore.errors import RestoreError
 from restore.noise import PoissonNoise
-from restore.prior.schedule import respaced_timesteps
-from restore.samplers.base import Callback, Generators, check_finite, image_shape, randn
-from restore.samplers.registry import SamplerInfo, register
+from restore.samplers.base import Callback, Generators, Grid, check_finite, check_steps, image_shape, randn, require
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,9 @@ class DPSParams:
     zeta: float = 1.0
     #: clamp x̂0 to [-1, 1] for the ancestral step and the residual (official clip_denoised=True)
     clip_x0: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.zeta >= 0 and math.isfinite(self.zeta), f"dps needs a finite zeta >= 0, got {self.zeta}")
 
 
 def residual_norm(operator, y: Tensor, x0: Tensor, noise) -> Tensor:
@@ -83,26 +84,19 @@ def dps(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generato
     prior's schedule (1000 in the paper); ζ is not rescaled with the number of steps.
     """
     p = params or DPSParams()
-    if not (p.zeta >= 0 and math.isfinite(p.zeta)):
-        raise RestoreError(f"dps needs a finite zeta >= 0, got {p.zeta}")
-    if not 1 <= steps <= denoiser.num_timesteps:
-        raise RestoreError(f"dps: steps must be in 1..{denoiser.num_timesteps}, got {steps}")
+    check_steps("dps", steps, denoiser)
     if isinstance(noise, PoissonNoise) and y.is_complex():
         raise RestoreError("dps: Poisson noise needs real measurements")
 
     shape = image_shape(operator, y)
     like = y.real if y.is_complex() else y
-    timesteps = respaced_timesteps(denoiser.num_timesteps, steps).tolist()
-    alpha_bars = denoiser.alphas_cumprod.double().cpu()
-    ab = [float(alpha_bars[t]) for t in timesteps] + [1.0]  # the last step lands on x_0 (ᾱ = 1)
-    betas = [1 - ab[i] / ab[i + 1] for i in range(steps)]
-    beta_tildes = [betas[i] * (1 - ab[i + 1]) / (1 - ab[i]) for i in range(steps)]
+    grid = Grid.respaced(denoiser, steps)
     hint = (f"the step size zeta={p.zeta:g} is probably too large for this task and {steps} steps, "
             "or the denoiser returned NaN/Inf")
 
     x = randn(shape, generator, like=like)
-    for i, t in enumerate(timesteps):
-        a_t, a_prev, beta = ab[i], ab[i + 1], betas[i]
+    for i, t, a_t, a_prev in grid.steps():
+        beta = 1 - a_t / a_prev  # of the respaced step; β̃ = β (1 - ᾱ_{t'}) / (1 - ᾱ_t)
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             eps, v = denoiser.eps_and_v(x_in, t)
@@ -116,7 +110,7 @@ def dps(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generato
         # DDPM posterior q(x_{t'} | x_t, x̂0) of the respaced step
         mean = (a_prev**0.5 * beta / (1 - a_t)) * x0 + ((1 - beta) ** 0.5 * (1 - a_prev) / (1 - a_t)) * x.detach()
         if i < steps - 1:  # the last step (to ᾱ = 1, where β̃ = 0) adds no noise
-            std = step_std(None if v is None else v.detach(), beta, beta_tildes[i])
+            std = step_std(None if v is None else v.detach(), beta, beta * (1 - a_prev) / (1 - a_t))
             x = mean + std * randn(shape, generator, like=like)
         else:
             x = mean
@@ -127,11 +121,3 @@ def dps(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generato
             callback({"step": i, "total": steps, "t": t, "x": x, "x0": x0})
     return x
 
-
-INFO = register(SamplerInfo(
-    name="dps",
-    run=dps,
-    params=DPSParams,
-    paper="Chung, Kim, Mccann, Klasky, Ye. Diffusion Posterior Sampling for General Noisy Inverse Problems. ICLR 2023",
-    backprop_network=True,
-))

@@ -41,10 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from restore.errors import RestoreError
-from restore.prior.schedule import respaced_timesteps
-from restore.samplers.base import Callback, Generators, check_finite, gaussian_sigma, image_shape, randn
-from restore.samplers.registry import SamplerInfo, register
+from restore.samplers.base import Callback, Generators, Grid, check_finite, check_steps, gaussian_sigma, image_shape, randn, require
 
 #: floor on σ_y (library units; 0.001 on the [0, 1] scale) that keeps the Gram system invertible when noiseless
 SIGMA_FLOOR = 0.002
@@ -62,6 +59,12 @@ class PiGDMParams:
     cg_tol: float = 1e-6
     cg_max_iter: int = 100
 
+    def __post_init__(self) -> None:
+        require(0 <= self.eta <= 1, f"pigdm needs eta in [0, 1], got {self.eta}")
+        require(self.weight >= 0 and math.isfinite(self.weight), f"pigdm needs a finite weight >= 0, got {self.weight}")
+        require(self.cg_tol > 0 and type(self.cg_max_iter) is int and self.cg_max_iter >= 1,
+                f"pigdm needs cg_tol > 0 and an integer cg_max_iter >= 1, got {self.cg_tol}, {self.cg_max_iter!r}")
+
 
 def real_inner(a: Tensor, b: Tensor) -> Tensor:
     """Re⟨a, b⟩ summed over the batch (its gradient in a real image is Aᵀ b through a = A x)."""
@@ -76,25 +79,17 @@ def pigdm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Genera
     each with a vector-Jacobian product through the network.
     """
     p = params or PiGDMParams()
-    if not 0 <= p.eta <= 1:
-        raise RestoreError(f"pigdm needs eta in [0, 1], got {p.eta}")
-    if not (p.weight >= 0 and math.isfinite(p.weight)):
-        raise RestoreError(f"pigdm needs a finite weight >= 0, got {p.weight}")
-    if not 1 <= steps <= denoiser.num_timesteps:
-        raise RestoreError(f"pigdm: steps must be in 1..{denoiser.num_timesteps}, got {steps}")
+    check_steps("pigdm", steps, denoiser)
 
     shape = image_shape(operator, y)
     like = y.real if y.is_complex() else y
-    timesteps = respaced_timesteps(denoiser.num_timesteps, steps).tolist()
-    alpha_bars = denoiser.alphas_cumprod.double().cpu()
-    ab = [float(alpha_bars[t]) for t in timesteps] + [1.0]  # the last step lands on x_0 (ᾱ = 1)
+    grid = Grid.respaced(denoiser, steps)
     sigma_y = max(gaussian_sigma(noise), SIGMA_FLOOR)
     hint = (f"the guidance weight={p.weight:g} is probably too large for this task and {steps} steps, "
             "or the denoiser returned NaN/Inf")
 
     x = randn(shape, generator, like=like)
-    for i, t in enumerate(timesteps):
-        a_t, a_s = ab[i], ab[i + 1]
+    for i, t, a_t, a_s in grid.steps():
         r2 = 1 - a_t
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
@@ -116,11 +111,3 @@ def pigdm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Genera
             callback({"step": i, "total": steps, "t": t, "x": x, "x0": x0})
     return x
 
-
-INFO = register(SamplerInfo(
-    name="pigdm",
-    run=pigdm,
-    params=PiGDMParams,
-    paper="Song, Vahdat, Mardani, Kautz. Pseudoinverse-Guided Diffusion Models for Inverse Problems. ICLR 2023",
-    backprop_network=True,
-))

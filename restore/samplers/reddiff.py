@@ -39,10 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from restore.errors import RestoreError
-from restore.prior.schedule import respaced_timesteps
-from restore.samplers.base import Callback, Generators, check_finite, gaussian_sigma, image_shape, randn
-from restore.samplers.registry import SamplerInfo, register
+from restore.samplers.base import Callback, Generators, Grid, check_finite, check_steps, gaussian_sigma, image_shape, randn, require
 
 #: w(t) as a function of σ_t = sqrt((1 - ᾱ_t)/ᾱ_t): the official ``denoise_term_weight`` choices
 WEIGHTINGS = {
@@ -72,6 +69,13 @@ class REDDiffParams:
     adam_betas: tuple[float, float] = (0.9, 0.99)
     adam_eps: float = 1e-8
 
+    def __post_init__(self) -> None:
+        require(self.weighting in WEIGHTINGS, f"reddiff: unknown weighting '{self.weighting}'; use one of {', '.join(WEIGHTINGS)}")
+        require(self.lr > 0 and self.lam >= 0 and self.obs_weight >= 0 and all(map(math.isfinite, (self.lr, self.lam, self.obs_weight))),
+                f"reddiff needs finite lr > 0, lam >= 0, obs_weight >= 0; got lr={self.lr}, lam={self.lam}, obs_weight={self.obs_weight}")
+        require(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas) and self.adam_eps > 0,
+                f"reddiff needs two adam_betas in [0, 1) and adam_eps > 0, got {self.adam_betas}, {self.adam_eps}")
+
 
 def reddiff(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generators = None,
             callback: Callback | None = None, params: REDDiffParams | None = None) -> Tensor:
@@ -81,32 +85,22 @@ def reddiff(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
     through the network; deterministic apart from the ε drawn at every step. Any operator.
     """
     p = params or REDDiffParams()
-    if p.weighting not in WEIGHTINGS:
-        raise RestoreError(f"reddiff: unknown weighting '{p.weighting}'; use one of {', '.join(WEIGHTINGS)}")
-    if not (p.lr > 0 and p.lam >= 0 and p.obs_weight >= 0):
-        raise RestoreError(f"reddiff needs lr > 0, lam >= 0, obs_weight >= 0; got lr={p.lr}, lam={p.lam}, "
-                           f"obs_weight={p.obs_weight}")
-    if not 1 <= steps <= denoiser.num_timesteps:
-        raise RestoreError(f"reddiff: steps must be in 1..{denoiser.num_timesteps}, got {steps}")
+    check_steps("reddiff", steps, denoiser)
 
     shape = image_shape(operator, y)
     n = math.prod(shape[1:])
     m = y[0].numel()
     weight = WEIGHTINGS[p.weighting]
     beta1, beta2 = p.adam_betas
-    timesteps = respaced_timesteps(denoiser.num_timesteps, steps).tolist()
-    alpha_bars = denoiser.alphas_cumprod.double().cpu()
+    grid = Grid.respaced(denoiser, steps)
     hint = (f"the learning rate lr={p.lr:g} or lam={p.lam:g} is probably too large, "
             "or the denoiser returned NaN/Inf")
 
-    rho = max(gaussian_sigma(noise) ** 2, 1e-3)
-    adjoint = operator.A_adjoint(y)
-    mu = operator.solve_normal(adjoint.real if adjoint.is_complex() else adjoint, rho)
-    mu = (mu.real if mu.is_complex() else mu).reshape(shape).detach()
+    start = torch.zeros(shape, dtype=y.real.dtype, device=y.device)
+    mu = operator.prox_l2(start, y, max(gaussian_sigma(noise) ** 2, 1e-3)).detach()  # (AᵀA + ρI)⁻¹Aᵀy
     m1 = torch.zeros_like(mu)  # Adam's first and second moments
     m2 = torch.zeros_like(mu)
-    for i, t in enumerate(timesteps):
-        a_t = float(alpha_bars[t])
+    for i, t, a_t, _ in grid.steps():
         eps = randn(shape, generator, like=mu)
         x_t = a_t**0.5 * mu + (1 - a_t) ** 0.5 * eps
         eps_hat = denoiser.eps(x_t, t).detach()
@@ -129,10 +123,3 @@ def reddiff(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
             callback({"step": i, "total": steps, "t": t, "x": mu, "x0": x0})
     return mu
 
-
-INFO = register(SamplerInfo(
-    name="reddiff",
-    run=reddiff,
-    params=REDDiffParams,
-    paper="Mardani, Song, Kautz, Vahdat. A Variational Perspective on Solving Inverse Problems with Diffusion Models. ICLR 2024",
-))

@@ -1,15 +1,14 @@
-"""The table of samplers: what each needs (an SVD, gradients through the network) and costs (NFE)."""
+"""The table of samplers: what each needs (an SVD, a linear operator, gradients through the network) and costs (NFE)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from restore.errors import RestoreError
+from restore.samplers import ddnm, ddrm, diffpir, dpir, dps, pigdm, reddiff
 from restore.samplers.base import Sampler
-
-#: the tasks hyperparameters are tuned for (the CLI's commands)
-TASKS = ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct")
 
 
 @dataclass(frozen=True)
@@ -19,22 +18,36 @@ class SamplerInfo:
     params: type  # the frozen dataclass of hyperparameters
     paper: str
     needs_svd: bool = False
+    #: uses the adjoint, A⁺ or proximal steps of a linear operator (False: only A and its gradient)
+    needs_linear: bool = True
     #: differentiates through the network (vector-Jacobian products): slower and needs more memory
     backprop_network: bool = False
-    #: network evaluations per image for a given number of steps
-    nfe: Callable[[int], int] = lambda steps: steps
+    #: network evaluations per image for a number of steps and the hyperparameters
+    nfe: Callable[[int, Any], int] = lambda steps, params: steps
     #: draws samples of the posterior (False: one estimate per run, so several runs make no uncertainty map)
     samples_posterior: bool = True
 
 
-SAMPLERS: dict[str, SamplerInfo] = {}
-
-
-def register(info: SamplerInfo) -> SamplerInfo:
-    if info.name in SAMPLERS:
-        raise RuntimeError(f"sampler {info.name!r} registered twice")
-    SAMPLERS[info.name] = info
-    return info
+SAMPLERS: dict[str, SamplerInfo] = {info.name: info for info in (
+    SamplerInfo("ddrm", ddrm.ddrm, ddrm.DDRMParams, needs_svd=True,
+                paper="Kawar, Elad, Ermon, Song. Denoising Diffusion Restoration Models. NeurIPS 2022"),
+    SamplerInfo("ddnm", ddnm.ddnm, ddnm.DDNMParams, nfe=ddnm.ddnm_nfe,
+                paper="Wang, Yu, Zhang. Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model. ICLR 2023"),
+    SamplerInfo("diffpir", diffpir.diffpir, diffpir.DiffPIRParams,
+                paper="Zhu, Zhang, Liang, Cao, Wen, Timofte, Van Gool. Denoising Diffusion Models for Plug-and-Play "
+                      "Image Restoration. CVPRW 2023"),
+    SamplerInfo("dpir", dpir.dpir, dpir.DPIRParams, samples_posterior=False,
+                paper="Zhang, Li, Zuo, Zhang, Van Gool, Timofte. Plug-and-Play Image Restoration with Deep Denoiser "
+                      "Prior. IEEE TPAMI 2021"),
+    SamplerInfo("dps", dps.dps, dps.DPSParams, needs_linear=False, backprop_network=True,
+                paper="Chung, Kim, Mccann, Klasky, Ye. Diffusion Posterior Sampling for General Noisy Inverse Problems. "
+                      "ICLR 2023"),
+    SamplerInfo("pigdm", pigdm.pigdm, pigdm.PiGDMParams, backprop_network=True,
+                paper="Song, Vahdat, Mardani, Kautz. Pseudoinverse-Guided Diffusion Models for Inverse Problems. ICLR 2023"),
+    SamplerInfo("reddiff", reddiff.reddiff, reddiff.REDDiffParams,
+                paper="Mardani, Song, Kautz, Vahdat. A Variational Perspective on Solving Inverse Problems with "
+                      "Diffusion Models. ICLR 2024"),
+)}
 
 
 def get_sampler(name: str) -> SamplerInfo:
@@ -53,9 +66,11 @@ def check_num_samples(info: SamplerInfo, num_samples: int) -> None:
 
 def check_operator(info: SamplerInfo, operator) -> None:
     """Refuse early, with the samplers that can take it, an operator this sampler cannot use."""
+    if info.needs_linear and not operator.linear:
+        able = [n for n, s in SAMPLERS.items() if not s.needs_linear]
+        raise RestoreError(f"{info.name} needs a linear operator, and '{operator.spec}' is not linear; "
+                           f"use one of: {', '.join(able)}")
     if info.needs_svd and not operator.has_svd:
-        able = [n for n, s in SAMPLERS.items() if not s.needs_svd]
-        raise RestoreError(
-            f"{info.name} needs an operator with an SVD, and '{operator.spec}' has none; "
-            f"use one of: {', '.join(able)}"
-        )
+        able = [n for n, s in SAMPLERS.items() if not s.needs_svd and (operator.linear or not s.needs_linear)]
+        raise RestoreError(f"{info.name} needs an operator with an SVD, and '{operator.spec}' has none; "
+                           f"use one of: {', '.join(able)}")

@@ -1,0 +1,213 @@
+"""Running the suite: every image × task × method not done already, resumable, one row per result.
+
+Outputs under ``out``: ``results.csv`` (one row per image × task × method, appended as each finishes),
+``settings.json`` (what decides the numbers; a rerun with the same settings resumes) and
+``{task}/{method}/{image}.png`` (every restoration, 8-bit; the metrics use the float result).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from restore.bench.suite import PROTOCOL_SIZE, TV_WEIGHT, WIENER_BALANCE, BenchTask, Method, Problem, load_reference, make_problem, method_plan, solve_problems
+from restore.io import atomic_write, write_image
+from restore.metrics import lpips_distance, psnr, ssim
+from restore.plan import Request, make_plan
+from restore.records import check_same_settings, failure_text, json_text
+from restore.samplers import get_sampler
+
+@dataclass
+class Row:
+    task: str
+    method: str
+    image: str
+    index: int
+    status: str  # ok, failed, n/a (the sampler cannot take this operator)
+    psnr: float = math.nan
+    ssim: float = math.nan
+    lpips: float = math.nan
+    nfe: int = 0
+    steps: int = 0
+    seconds: float = math.nan
+    error: str = ""
+    #: the method's full setting (steps and hyperparameters, or the baseline's parameters): a row made
+    #: with another setting — e.g. before a default changed — is redone when the run resumes
+    config: str = ""
+
+
+ROW_FIELDS = [f.name for f in fields(Row)]
+
+
+@dataclass
+class BenchOptions:
+    out: Path
+    size: int = PROTOCOL_SIZE
+    seed: int = 0
+    steps: int | None = None  # every sampler's steps; None: per (sampler, task) defaults or Method.steps
+    batch_size: int = 1
+    overwrite: bool = False
+    settings: dict = field(default_factory=dict)  # prior, precision, … : what a resumed run must share
+
+
+@dataclass
+class BenchProgress:
+    """Hooks for the CLI's progress bar; all optional."""
+
+    on_start: Callable[[int], None] = lambda total: None
+    on_work: Callable[[str], None] = lambda description: None
+    on_row: Callable[[Row | None], None] = lambda row: None  # None: a row kept from an earlier run
+    on_message: Callable[[str], None] = lambda text: None
+
+
+def restoration_path(out: Path, task: str, method: str, image: str) -> Path:
+    return out / task / method.replace(":", "-") / f"{image}.png"
+
+
+def read_rows(path: Path) -> list[Row]:
+    """Rows of an earlier run's results.csv, the last one per (task, method, image); a line cut short
+    by an interruption is dropped."""
+    if not path.is_file():
+        return []
+    rows: dict[tuple[str, str, str], Row] = {}
+    with open(path, newline="") as f:
+        for record in csv.DictReader(f):
+            try:
+                row = Row(
+                    task=record["task"], method=record["method"], image=record["image"], index=int(record["index"]),
+                    status=record["status"], psnr=float(record["psnr"]), ssim=float(record["ssim"]),
+                    lpips=float(record["lpips"]), nfe=int(record["nfe"]), steps=int(record["steps"]),
+                    seconds=float(record["seconds"]), error=record["error"] or "", config=record.get("config") or "",
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+            rows.pop((row.task, row.method, row.image), None)
+            rows[(row.task, row.method, row.image)] = row
+    return list(rows.values())
+
+
+def prepare_out(options: BenchOptions) -> list[Row]:
+    """Create ``out`` and return the rows to keep: an earlier run's, when its settings match."""
+    out = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    settings_file, results = out / "settings.json", out / "results.csv"
+    settings = json.loads(json_text(options.settings))  # as it reads back from the file
+    if settings_file.is_file() and not options.overwrite:
+        check_same_settings(json.loads(settings_file.read_text()), settings, out)
+        rows = read_rows(results)
+    else:
+        rows = []
+    atomic_write(settings_file, lambda f: f.write(json_text(settings).encode()))
+    _write_rows(results, rows)
+    return rows
+
+
+def _write_rows(path: Path, rows: Sequence[Row]) -> None:
+    atomic_write(path, lambda f: f.write(_csv_text(rows, header=True).encode()))
+
+
+def _csv_text(rows: Sequence[Row], header: bool) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS)
+    if header:
+        writer.writeheader()
+    writer.writerows(asdict(r) for r in rows)
+    return buffer.getvalue()
+
+
+def run_suite(
+    files: Sequence[Path],
+    tasks: Sequence[BenchTask],
+    methods: Sequence[Method],
+    denoiser,
+    options: BenchOptions,
+    *,
+    lpips=None,
+    progress: BenchProgress = BenchProgress(),
+) -> list[Row]:
+    """Every image × task × method not done already; rows are appended to results.csv as they finish."""
+    rows = {(r.task, r.method, r.image): r for r in prepare_out(options)}
+    progress.on_start(len(files) * len(tasks) * len(methods))
+    references: dict[int, Tensor] = {}
+    for task in tasks:
+        for method in methods:
+            config = method_config(task, method, options)
+            kept = {image for (t, m, image), row in rows.items() if t == task.name and m == method.label and row.config == config}
+            todo = [(i, path) for i, path in enumerate(files) if path.stem not in kept]
+            for _ in range(len(files) - len(todo)):
+                progress.on_row(None)
+            for start in range(0, len(todo), options.batch_size):
+                chunk = todo[start : start + options.batch_size]
+                problems, new_rows = [], []
+                for index, path in chunk:
+                    try:
+                        if index not in references:
+                            references[index] = load_reference(path, options.size)
+                        problems.append(make_problem(task, references[index], index, path.stem))
+                    except Exception as err:  # noqa: BLE001 - this image cannot enter the task (size, kernel, …)
+                        new_rows.append(Row(task.name, method.label, path.stem, index, "failed", error=failure_text(err), config=config))
+                if problems:
+                    progress.on_work(f"{task.name} · {method.label} · {', '.join(p.name for p in problems)}")
+                    new_rows += run_method(task, method, config, problems, denoiser, options, lpips)
+                for row in new_rows:
+                    rows[(row.task, row.method, row.image)] = row
+                    with open(options.out / "results.csv", "a", newline="") as f:
+                        f.write(_csv_text([row], header=False))
+                    progress.on_row(row)
+    _write_rows(options.out / "results.csv", list(rows.values()))  # one row per key, superseded rows dropped
+    return list(rows.values())
+
+
+def method_config(task: BenchTask, method: Method, options: BenchOptions) -> str:
+    """What decides a method's numbers besides the problem: its plan (sampler, steps, hyperparameters,
+    samples), or the baseline's parameters."""
+    if method.sampler is None:
+        return f"{task.baseline_name}; Wiener balance {WIENER_BALANCE}; TV weight {TV_WEIGHT}"
+    request = Request(method.sampler, method.steps or options.steps, (), method.samples, options.seed)
+    return json.dumps(make_plan(task.family, request).to_dict(), sort_keys=True)
+
+
+def run_method(task: BenchTask, method: Method, config: str, problems: list[Problem], denoiser, options: BenchOptions,
+               lpips) -> list[Row]:
+    """Restore a batch of problems with one method (batches split where the noise level differs);
+    ``config`` is the method's :func:`method_config`, recorded in every row. A failing batch is retried
+    image by image, so one bad problem fails only its own row."""
+    if len(problems) > 1 and (method.sampler is not None and len({p.noise.sigma for p in problems}) > 1):
+        return [row for p in problems for row in run_method(task, method, config, [p], denoiser, options, lpips)]
+    start = time.time()
+    steps, nfe = 0, 0
+    try:
+        if method.sampler is None:
+            x_hat = torch.cat([task.baseline(p) for p in problems])
+        else:
+            if get_sampler(method.sampler).needs_svd and not problems[0].operator.has_svd:
+                return [Row(task.name, method.label, p.name, p.index, "n/a", error=f"{method.sampler} needs an SVD",
+                            config=config) for p in problems]
+            plan = method_plan(task, method, problems[0], options.steps, options.seed)
+            steps, nfe = plan.steps, plan.nfe
+            x_hat = solve_problems(plan, denoiser, problems)
+    except Exception as err:  # noqa: BLE001 - the problems' failure, not the run's
+        if len(problems) > 1:
+            return [row for p in problems for row in run_method(task, method, config, [p], denoiser, options, lpips)]
+        return [Row(task.name, method.label, p.name, p.index, "failed", error=failure_text(err), config=config) for p in problems]
+    seconds = (time.time() - start) / len(problems)
+    x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().cpu().clamp(-1, 1)
+    x = torch.cat([p.x for p in problems])
+    values = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
+    values["lpips"] = lpips_distance(lpips, x_hat, x) if lpips is not None else torch.full((len(problems),), math.nan)
+    rows = []
+    for b, p in enumerate(problems):
+        write_image(restoration_path(options.out, task.name, method.label, p.name), x_hat[b])
+        rows.append(Row(task.name, method.label, p.name, p.index, "ok",
+                        **{k: round(float(v[b]), 4) for k, v in values.items()},
+                        nfe=nfe, steps=steps, seconds=round(seconds, 3), config=config))
+    return rows

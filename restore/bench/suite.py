@@ -1,0 +1,208 @@
+"""The standard task suite of ``../shared/protocol.md``: its problems, its classical baselines and the
+methods a run compares (samplers and baselines).
+
+Image i of a folder is its i-th file in sorted order, centre-cropped to ``size`` × ``size`` (256 in the
+protocol); every random choice for image i — mask, measurement noise, sampler noise — is seeded from i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import operators
+from operators.color import rgb_to_luminance
+from restore.errors import RestoreError
+from restore.io import read_image
+from restore.noise import GaussianNoise, simulate
+from restore.plan import Plan, Request, make_plan, solve
+from restore.samplers import get_sampler
+
+SIGMA_Y = 0.05  # σ_y = 0.025 on [0, 1] is 0.05 on the library's [-1, 1]
+PROTOCOL_SIZE = 256
+
+#: Wiener regularisation and TV weight, tuned on training images (benchmarks/tune_baselines.py)
+WIENER_BALANCE = {"gblur": 0.03, "mblur": 0.1}
+TV_WEIGHT = 0.08
+
+
+@dataclass
+class Problem:
+    """One image of one task: ground truth, operator, noisy measurement."""
+
+    index: int
+    name: str
+    x: Tensor  # (1, C, H, W) in [-1, 1]
+    operator: operators.LinearOperator
+    y: Tensor
+    noise: GaussianNoise
+
+
+# ---- classical baselines (protocol.md's table) ---------------------------------------------------
+def _unit_hwc(image: Tensor) -> np.ndarray:
+    return ((image[0] + 1) / 2).permute(1, 2, 0).double().numpy()
+
+
+def _from_unit_hwc(array: np.ndarray) -> Tensor:
+    return torch.from_numpy(array).permute(2, 0, 1)[None].float() * 2 - 1
+
+
+def _missing(p: Problem) -> np.ndarray:
+    return (p.operator.singular_values().reshape(p.x.shape) == 0)[0, 0].numpy()
+
+
+def bicubic_baseline(p: Problem) -> Tensor:
+    return operators.resize.bicubic_upsample(p.y, 4)
+
+
+def wiener_baseline(balance: float) -> Callable[[Problem], Tensor]:
+    return lambda p: operators.blur.wiener_deconvolve(p.y, p.operator, balance)
+
+
+def biharmonic_baseline(p: Problem) -> Tensor:
+    from skimage.restoration import inpaint_biharmonic
+
+    return _from_unit_hwc(inpaint_biharmonic(_unit_hwc(p.y), _missing(p), channel_axis=-1))
+
+
+def linear_interpolation_baseline(p: Problem) -> Tensor:
+    """Piecewise-linear interpolation of the kept pixels (Delaunay, scipy), nearest outside their hull."""
+    from scipy.interpolate import griddata
+
+    unit, missing = _unit_hwc(p.y), _missing(p)
+    known, holes = np.argwhere(~missing), np.argwhere(missing)
+    out = unit.copy()
+    for c in range(unit.shape[2]):
+        values = unit[~missing, c]
+        filled = griddata(known, values, holes, method="linear")
+        outside = np.isnan(filled)
+        filled[outside] = griddata(known, values, holes[outside], method="nearest")
+        out[missing, c] = filled
+    return _from_unit_hwc(out)
+
+
+def tv_baseline(p: Problem, weight: float = TV_WEIGHT) -> Tensor:
+    from skimage.restoration import denoise_tv_chambolle
+
+    return _from_unit_hwc(denoise_tv_chambolle(_unit_hwc(p.y), weight=weight, channel_axis=-1))
+
+
+def zero_filled_baseline(p: Problem) -> Tensor:
+    return operators.mri.zero_filled(p.y, p.operator).real.float()
+
+
+def fbp_baseline(p: Problem) -> Tensor:
+    # FBP (ramp filter) of the [0, 1] image's sinogram: y = A(2u - 1) = 2 A u - A 1
+    ones = p.operator.A(torch.ones_like(p.x))
+    return operators.ct.fbp((p.y + ones) / 2, p.operator) * 2 - 1
+
+
+# ---- the tasks ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchTask:
+    name: str
+    family: str  # the CLI task whose sampler defaults apply (restore/samplers/defaults.py)
+    spec: Callable[[int, int], str]  # (image index, size) → operator spec
+    baseline_name: str
+    baseline: Callable[[Problem], Tensor]
+    luminance: bool = False
+    noise_sigma: Callable[[Tensor, operators.LinearOperator], float] = lambda x, op: SIGMA_Y
+
+
+def _ct_sigma(x: Tensor, op: operators.LinearOperator) -> float:
+    return 2 * 0.005 * float(op.A((x + 1) / 2).abs().max())  # 0.005 × the [0, 1] image's sinogram maximum
+
+
+TASKS: dict[str, BenchTask] = {t.name: t for t in [
+    BenchTask("sr4", "superres", lambda i, n: "bicubic:4", "bicubic", bicubic_baseline),
+    BenchTask("gblur", "deblur", lambda i, n: "blur:gaussian:61:3.0", "Wiener", wiener_baseline(WIENER_BALANCE["gblur"])),
+    BenchTask("mblur", "deblur", lambda i, n: f"blur:levin:{i % 8 + 1}", "Wiener", wiener_baseline(WIENER_BALANCE["mblur"])),
+    # 128 of 256 in the protocol; half the side for other --size values
+    BenchTask("box", "inpaint", lambda i, n: f"box:{n // 2}:seed={i}", "biharmonic", biharmonic_baseline),
+    BenchTask("random70", "inpaint", lambda i, n: f"random:0.7:seed={i}", "linear interpolation", linear_interpolation_baseline),
+    BenchTask("denoise", "denoise", lambda i, n: "identity", "TV (Chambolle)", tv_baseline, noise_sigma=lambda x, op: 2 * 0.1),
+    BenchTask("mri4x", "mri", lambda i, n: "mri:equispaced:4:center_lines=20", "zero-filled", zero_filled_baseline, luminance=True),
+    BenchTask("ct60", "ct", lambda i, n: "ct:60", "FBP", fbp_baseline, luminance=True, noise_sigma=_ct_sigma),
+]}
+
+
+def parse_tasks(names: str) -> list[BenchTask]:
+    tasks = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name not in TASKS:
+            raise RestoreError(f"unknown task '{name}'; the suite's tasks are: {', '.join(TASKS)}")
+        tasks.append(TASKS[name])
+    if not tasks:
+        raise RestoreError(f"no tasks given; the suite's tasks are: {', '.join(TASKS)}")
+    return tasks
+
+
+@dataclass(frozen=True)
+class Method:
+    """A sampler with an optional step count (``dps:100``), or the task's classical ``baseline``."""
+
+    label: str
+    sampler: str | None = None  # None: the baseline
+    steps: int | None = None  # None: the (sampler, task) default
+    #: posterior samples per image; the restoration scored is their mean (the MMSE estimate)
+    samples: int = 1
+
+
+def parse_methods(samplers: str, baselines: bool = True, samples: int = 1) -> list[Method]:
+    """The baseline (if asked) and each ``NAME[:STEPS]`` of ``samplers``, labelled ``NAME[:STEPS]+meanN``
+    when scored on the mean of ``samples`` > 1 posterior samples."""
+    methods = [Method("baseline")] if baselines else []
+    for item in (s.strip() for s in samplers.split(",") if s.strip()):
+        name, _, steps = item.partition(":")
+        get_sampler(name)  # an unknown name is an error that lists the samplers
+        if steps and not (steps.isdigit() and int(steps) > 0):
+            raise RestoreError(f"'{item}': the steps after ':' must be a positive whole number")
+        label = item if samples == 1 else f"{item}+mean{samples}"
+        methods.append(Method(label, name, int(steps) if steps else None, samples))
+    if not methods:
+        raise RestoreError("nothing to run: give --samplers or keep --baselines")
+    return methods
+
+
+def centre_crop(x: Tensor, size: int) -> Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def load_reference(path: Path, size: int) -> Tensor:
+    """The image as (1, 3, size, size) in [-1, 1]: centre crop, gray replicated to RGB, alpha dropped."""
+    pixels = read_image(path).pixels
+    if min(pixels.shape[-2:]) < size:
+        raise RestoreError(f"{path.name} is {pixels.shape[-1]}×{pixels.shape[-2]}, smaller than the suite's "
+                           f"{size}×{size} crop (use --size)")
+    pixels = centre_crop(pixels, size)[None].float()
+    return pixels.expand(-1, 3, -1, -1).clone() if pixels.shape[1] == 1 else pixels
+
+
+def make_problem(task: BenchTask, x: Tensor, index: int, name: str = "") -> Problem:
+    if task.luminance:
+        x = rgb_to_luminance(x)
+    op = operators.build(task.spec(index, x.shape[-1]), tuple(x.shape[1:])).to(x.dtype)
+    noise = GaussianNoise(task.noise_sigma(x, op))
+    return Problem(index, name, x, op, simulate(x, op, noise, [index]), noise)
+
+
+def method_plan(task: BenchTask, method: Method, problem: Problem, steps: int | None, seed: int) -> Plan:
+    """The plan a sampler method runs with on a task: the task family's defaults, the method's steps."""
+    request = Request(method.sampler, method.steps or steps, (), method.samples, seed)
+    return make_plan(task.family, request, problem.operator)
+
+
+def solve_problems(plan: Plan, denoiser, problems: list[Problem]) -> Tensor:
+    """The plan's restoration (the mean of its posterior samples) of a batch of problems."""
+    device = denoiser.alphas_cumprod.device
+    ops = [p.operator for p in problems]
+    operator = ops[0] if len(ops) == 1 else type(ops[0]).stack(ops)
+    y = torch.cat([p.y for p in problems]).to(device)
+    return solve(plan, denoiser, operator, y, noise=problems[0].noise, indices=[p.index for p in problems]).mean
