@@ -539,37 +539,17 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train an ADM-architecture prior on random crops of photographs (CPU or GPU; bf16 where it pays)."""
-    import dataclasses
-
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from restore.api import resolve_device
-    from restore.errors import RestoreError
-    from restore.prior.train import TrainConfig, check_request, train as run_training
+    from restore.prior.train import check_request, train as run_training, train_config
 
-    if minutes is None and steps is None and anneal_to is None:
-        raise RestoreError("give --minutes, --steps or --anneal-to to say when training stops")
-    if channels % 32:
-        raise RestoreError(f"--channels must be a multiple of 32 (GroupNorm uses 32 groups), got {channels}")
-    try:
-        levels = [int(m) for m in channel_mult.split(",")]
-    except ValueError:
-        levels = []
-    if not levels or min(levels) < 1 or crop % 2 ** (len(levels) - 1):
-        raise RestoreError(f"--channel-mult must be positive integers, one per level, with --crop divisible by 2^(levels-1); got '{channel_mult}'")
-    try:
-        shrink_factors = tuple(int(f) for f in scales.split(","))
-    except ValueError:
-        raise RestoreError(f"--scales must be comma-separated integers such as 1,2,4; got '{scales}'") from None
     train_device = resolve_device(device)
     names = set(exclude.read_text().split()) if exclude else set()
-    base = TrainConfig()
-    unet = {**base.unet, "num_channels": channels, "image_size": crop, "channel_mult": ",".join(map(str, levels)),
-            "num_res_blocks": res_blocks}
-    config = dataclasses.replace(base, unet=unet, crop=crop, batch_size=batch_size, lr=lr, seed=seed,
-                                 low_t_fraction=low_t_fraction, low_t_max=low_t_max, loss_weight=loss_weight,
-                                 anneal_end=anneal_to or 0, scales=shrink_factors)
-    check_request(config, minutes, anneal)
+    config = train_config(channels=channels, channel_mult=channel_mult, res_blocks=res_blocks, crop=crop, scales=scales,
+                          batch_size=batch_size, lr=lr, seed=seed, low_t_fraction=low_t_fraction, low_t_max=low_t_max,
+                          loss_weight=loss_weight, anneal_end=anneal_to or 0)
+    check_request(config, minutes, anneal, steps)
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]

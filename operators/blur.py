@@ -82,7 +82,7 @@ from torch import Tensor
 from operators.base import LinearOperator, SVDOperator
 from operators.color import LUMA_WEIGHTS
 from operators.errors import OperatorError
-from operators.registry import parse_args, register
+from operators.registry import parse_args, read_integer, read_number, read_seed, register
 
 #: the boundary conditions a blur spec accepts, the first being the default
 BOUNDARIES = ("circular", "reflect", "valid")
@@ -283,18 +283,19 @@ def _kernel_from_args(positional: list[str], keywords: dict[str, str]) -> tuple[
     if family == "gaussian":
         if len(values) != 2:
             raise OperatorError(f"gaussian takes SIZE:STD (e.g. gaussian:61:3.0), got '{':'.join(values)}'")
-        size, std = _integer(values[0], "gaussian size"), _real(values[1], "gaussian std")
+        size, std = read_integer(values[0], "gaussian size"), read_number(values[1], "gaussian std")
         return gaussian_kernel(size, std), f"gaussian:{size}:{std!r}"
     if family == "motion":
         if len(values) != 2:
             raise OperatorError(f"motion takes SIZE:INTENSITY[:seed=S] (e.g. motion:61:0.5), got '{':'.join(values)}'")
-        size, intensity = _integer(values[0], "motion size"), _real(values[1], "motion intensity")
-        seed = _integer(keywords.pop("seed", "0"), "seed")
+        size, intensity = read_integer(values[0], "motion size"), read_number(values[1], "motion intensity")
+        seed = read_seed(keywords)
+        keywords.pop("seed", None)
         return motion_kernel(size, intensity, seed), f"motion:{size}:{intensity!r}:seed={seed}"
     if family == "levin":
         if len(values) != 1:
             raise OperatorError(f"levin takes one index 1..8 (e.g. levin:3), got '{':'.join(values)}'")
-        index = _integer(values[0], "levin index")
+        index = read_integer(values[0], "levin index")
         return levin_kernel(index), f"levin:{index}"
     raise OperatorError(f"unknown blur kernel '{family}'; known: gaussian, motion, levin, file=PATH")
 
@@ -302,26 +303,6 @@ def _kernel_from_args(positional: list[str], keywords: dict[str, str]) -> tuple[
 def _take(keywords: dict[str, str], name: str) -> dict[str, str]:
     """{name: value} popped from ``keywords`` if present, else {}."""
     return {name: keywords.pop(name)} if name in keywords else {}
-
-
-def _integer(value: str, what: str) -> int:
-    try:
-        number = float(value)
-    except ValueError:
-        raise OperatorError(f"{what} must be an integer, got '{value}'") from None
-    if not number.is_integer():
-        raise OperatorError(f"{what} must be an integer, got '{value}'")
-    return int(number)
-
-
-def _real(value: str, what: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise OperatorError(f"{what} must be a number, got '{value}'") from None
-    if not math.isfinite(number):
-        raise OperatorError(f"{what} must be finite, got '{value}'")
-    return number
 
 
 # ---------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ from torch import Tensor
 
 from operators.base import LinearOperator
 from operators.errors import OperatorError
-from operators.registry import parse_args, register
+from operators.registry import check_keywords, format_number, parse_args, read_integer, read_number, register
 
 #: angles keyword defaults: a half turn from 0°
 DEFAULT_ARC, DEFAULT_START = 180.0, 0.0
@@ -96,33 +96,6 @@ def sampling_grid(angles: Tensor, height: int, width: int, detectors: int, sampl
     return torch.stack([(2 * col + 1) / width - 1, (2 * row + 1) / height - 1], dim=-1)
 
 
-def _number(text: str, what: str) -> float:
-    """A finite float from the spec, or OperatorError naming ``what``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise OperatorError(f"ct: {what} must be a number, got '{text}'") from None
-    if not math.isfinite(value):
-        raise OperatorError(f"ct: {what} must be finite, got '{text}'")
-    return value
-
-
-def _count(text, what: str) -> int:
-    """An integer from the spec (or an int), or OperatorError naming ``what``."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise OperatorError(f"ct: {what} must be an integer, got '{text}'") from None
-    if not value.is_integer():
-        raise OperatorError(f"ct: {what} must be an integer, got '{text}'")
-    return int(value)
-
-
-def _format(value: float) -> str:
-    """A float as the shortest text that parses back to it ('120', '22.5')."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
 @register
 class ParallelBeamCT(LinearOperator):
     """Parallel-beam Radon transform: (B, C, H, W) images to (B, C, ANGLES, N) sinograms."""
@@ -139,7 +112,7 @@ class ParallelBeamCT(LinearOperator):
         start: float = DEFAULT_START,
     ) -> None:
         c, h, w = (int(v) for v in in_shape)
-        angles = _count(angles, "the number of angles")
+        angles = read_integer(angles, "ct: the number of angles")
         if angles < 1:
             raise OperatorError(f"ct: the number of angles must be at least 1, got {angles}")
         arc, start = float(arc), float(start)
@@ -148,7 +121,7 @@ class ParallelBeamCT(LinearOperator):
         if not math.isfinite(start):
             raise OperatorError(f"ct: start must be finite, got {start}")
         default_detectors = diagonal_length(h, w)
-        detectors = default_detectors if detectors is None else _count(detectors, "detectors")
+        detectors = default_detectors if detectors is None else read_integer(detectors, "ct: detectors")
         if detectors < min(h, w):
             raise OperatorError(
                 f"ct: {detectors} detectors are too few for a {h}x{w} image; "
@@ -164,11 +137,11 @@ class ParallelBeamCT(LinearOperator):
 
         spec = f"{self.name}:{angles}"
         if arc != DEFAULT_ARC:
-            spec += f":arc={_format(arc)}"
+            spec += f":arc={format_number(arc)}"
         if detectors != default_detectors:
             spec += f":detectors={detectors}"
         if start != DEFAULT_START:
-            spec += f":start={_format(start)}"
+            spec += f":start={format_number(start)}"
         super().__init__(spec, in_shape)
 
         self.num_angles, self.arc, self.start = angles, arc, start
@@ -187,15 +160,13 @@ class ParallelBeamCT(LinearOperator):
         positional, keywords = parse_args(args)
         if len(positional) != 1:
             raise OperatorError(f"ct takes one positional argument, the number of angles (e.g. 'ct:60'), got '{args}'")
-        unknown = set(keywords) - {"arc", "detectors", "start"}
-        if unknown:
-            raise OperatorError(f"ct: unknown argument(s) {', '.join(sorted(unknown))}; known: arc, detectors, start")
+        check_keywords("ct", keywords, ("arc", "detectors", "start"))
         return cls(
             positional[0],
             in_shape,
-            arc=_number(keywords.get("arc", str(DEFAULT_ARC)), "arc"),
+            arc=read_number(keywords.get("arc", str(DEFAULT_ARC)), "ct: arc"),
             detectors=keywords.get("detectors"),
-            start=_number(keywords.get("start", str(DEFAULT_START)), "start"),
+            start=read_number(keywords.get("start", str(DEFAULT_START)), "ct: start"),
         )
 
     def _check_batch(self, t: Tensor, shape: tuple[int, ...], what: str) -> None:

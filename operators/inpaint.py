@@ -53,7 +53,7 @@ from torch import Tensor
 
 from operators.base import LinearOperator, PixelDiagonalOperator
 from operators.errors import OperatorError
-from operators.registry import parse_args, register
+from operators.registry import check_keywords, parse_args, read_integer, read_seed, register
 
 #: distance in pixels between a random box and the image border (DPS's protocol)
 BOX_MARGIN = 16
@@ -167,16 +167,16 @@ class BoxInpainting(Inpainting):
     @classmethod
     def from_spec(cls, args: str, in_shape: tuple[int, int, int]) -> BoxInpainting:
         positional, keywords = parse_args(args)
-        _check_keywords(cls.name, keywords, ("top", "left", "seed"))
+        check_keywords(cls.name, keywords, ("top", "left", "seed"))
         if not 1 <= len(positional) <= 2:
             raise OperatorError(f"box takes SIZE and optionally WIDTH (e.g. 'box:128' or 'box:64:96'), got '{args}'")
-        size = _integer(positional[0], "box size")
-        width = _integer(positional[1], "box width") if len(positional) == 2 else None
-        top = _integer(keywords["top"], "box top") if "top" in keywords else None
-        left = _integer(keywords["left"], "box left") if "left" in keywords else None
+        size = read_integer(positional[0], "box size")
+        width = read_integer(positional[1], "box width") if len(positional) == 2 else None
+        top = read_integer(keywords["top"], "box top") if "top" in keywords else None
+        left = read_integer(keywords["left"], "box left") if "left" in keywords else None
         if "seed" in keywords and (top is not None or left is not None):
             raise OperatorError("box: seed= has no effect when top= and left= fix the position")
-        return cls(in_shape, size, width, top, left, _seed(keywords))
+        return cls(in_shape, size, width, top, left, read_seed(keywords))
 
 
 def _uniform_position(length: int, extent: int, generator: torch.Generator) -> int:
@@ -210,7 +210,7 @@ class RandomInpainting(Inpainting):
     @classmethod
     def from_spec(cls, args: str, in_shape: tuple[int, int, int]) -> RandomInpainting:
         positional, keywords = parse_args(args)
-        _check_keywords(cls.name, keywords, ("channels", "seed"))
+        check_keywords(cls.name, keywords, ("channels", "seed"))
         if len(positional) != 1:
             raise OperatorError(f"random takes one argument, the missing fraction (e.g. 'random:0.7'), got '{args}'")
         try:
@@ -220,7 +220,7 @@ class RandomInpainting(Inpainting):
         channels = keywords.get("channels", "shared")
         if channels not in ("shared", "per"):
             raise OperatorError(f"random: channels must be 'shared' or 'per', got '{channels}'")
-        return cls(in_shape, fraction, channels == "per", _seed(keywords))
+        return cls(in_shape, fraction, channels == "per", read_seed(keywords))
 
 
 @register
@@ -244,12 +244,12 @@ class StrokesInpainting(Inpainting):
     @classmethod
     def from_spec(cls, args: str, in_shape: tuple[int, int, int]) -> StrokesInpainting:
         positional, keywords = parse_args(args)
-        _check_keywords(cls.name, keywords, ("width", "seed"))
+        check_keywords(cls.name, keywords, ("width", "seed"))
         if len(positional) > 1:
             raise OperatorError(f"strokes takes at most one argument, the number of strokes (e.g. 'strokes:3'), got '{args}'")
-        count = _integer(positional[0], "number of strokes") if positional else None
-        width = _integer(keywords["width"], "stroke width") if "width" in keywords else None
-        return cls(in_shape, count, width, _seed(keywords))
+        count = read_integer(positional[0], "number of strokes") if positional else None
+        width = read_integer(keywords["width"], "stroke width") if "width" in keywords else None
+        return cls(in_shape, count, width, read_seed(keywords))
 
 
 def stroke_mask(h: int, w: int, count: int | None, width: int | None, generator: torch.Generator) -> Tensor:
@@ -314,7 +314,7 @@ class FileMaskInpainting(Inpainting):
     @classmethod
     def from_spec(cls, args: str, in_shape: tuple[int, int, int]) -> FileMaskInpainting:
         positional, keywords = parse_args(args)
-        _check_keywords(cls.name, keywords, ("invert",))
+        check_keywords(cls.name, keywords, ("invert",))
         # A path may itself contain ':' (C:\masks\a.png), which the spec grammar splits on.
         path = ":".join(positional)
         if not path:
@@ -406,26 +406,3 @@ def _as_mask(kept: Tensor, in_shape: tuple[int, int, int]) -> Tensor:
         raise OperatorError("a mask must hold booleans or 0/1 values (1 = pixel kept)")
     dtype = mask.dtype if mask.is_floating_point() else torch.float32
     return mask.to(dtype=dtype, copy=True)
-
-
-def _check_keywords(name: str, keywords: dict[str, str], known: tuple[str, ...]) -> None:
-    """OperatorError for keyword arguments that ``name`` does not take."""
-    unknown = sorted(set(keywords) - set(known))
-    if unknown:
-        raise OperatorError(f"{name}: unknown argument(s) {', '.join(unknown)}; known: {', '.join(known)}")
-
-
-def _integer(value: str, what: str) -> int:
-    """``value`` as an int, or OperatorError naming ``what``."""
-    try:
-        return int(value)
-    except ValueError:
-        raise OperatorError(f"{what} must be an integer, got '{value}'") from None
-
-
-def _seed(keywords: dict[str, str]) -> int:
-    """The non-negative ``seed=`` keyword, 0 when absent."""
-    seed = _integer(keywords.get("seed", "0"), "seed")
-    if seed < 0:
-        raise OperatorError(f"seed must be a non-negative integer, got {seed}")
-    return seed

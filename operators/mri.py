@@ -74,7 +74,7 @@ from torch import Tensor
 
 from operators.base import LinearOperator, _per_image
 from operators.errors import OperatorError
-from operators.registry import parse_args, register
+from operators.registry import format_number, parse_args, read_integer, read_number, read_seed, register
 
 #: fraction of the columns fully sampled at the centre when a spec gives neither center nor center_fraction
 DEFAULT_CENTER_FRACTION = 0.08
@@ -248,24 +248,6 @@ def unpack_mask(text: str, height: int, width: int) -> Tensor:
 # Spec parsing helpers
 
 
-def _format_number(value: float) -> str:
-    """4.0 -> '4', 0.08 -> '0.08' (shortest round-tripping form)."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def _parse_number(text: str, what: str, *, integer: bool = False, minimum: float | None = None) -> float:
-    """``text`` as a number (an integer if asked) not below ``minimum``, or OperatorError naming ``what``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise OperatorError(f"mri: {what} must be a number, got '{text}'") from None
-    if not math.isfinite(value) or (integer and not value.is_integer()):
-        raise OperatorError(f"mri: {what} must be {'an integer' if integer else 'finite'}, got '{text}'")
-    if minimum is not None and value < minimum:
-        raise OperatorError(f"mri: {what} must be at least {_format_number(minimum)}, got '{text}'")
-    return int(value) if integer else value
-
-
 def _center_option(keywords: dict[str, str], length: int) -> tuple[int, str]:
     """(number of central entries of ``length``, its canonical spec option) from center= or center_fraction=."""
     if "center_lines" in keywords:  # alias
@@ -275,22 +257,23 @@ def _center_option(keywords: dict[str, str], length: int) -> tuple[int, str]:
     if "center" in keywords and "center_fraction" in keywords:
         raise OperatorError("mri: give center or center_fraction, not both")
     if "center" in keywords:
-        count = _parse_number(keywords.pop("center"), "center", integer=True, minimum=0)
+        count = read_integer(keywords.pop("center"), "mri: center", minimum=0)
         option = f"center={count}"
     else:
         text = keywords.pop("center_fraction", str(DEFAULT_CENTER_FRACTION))
-        fraction = _parse_number(text, "center_fraction", minimum=0)
+        fraction = read_number(text, "mri: center_fraction", minimum=0)
         if fraction > 1:
-            raise OperatorError(f"mri: center_fraction must be in [0, 1], got {_format_number(fraction)}")
+            raise OperatorError(f"mri: center_fraction must be in [0, 1], got {format_number(fraction)}")
         count = round(fraction * length)
-        option = f"center_fraction={_format_number(fraction)}"
+        option = f"center_fraction={format_number(fraction)}"
     if count > length:
         raise OperatorError(f"mri: {count} central lines do not fit in {length}")
     return count, option
 
 
 def _seed_option(keywords: dict[str, str]) -> tuple[torch.Generator, str]:
-    seed = _parse_number(keywords.pop("seed", "0"), "seed", integer=True, minimum=0)
+    seed = read_seed(keywords)
+    keywords.pop("seed", None)
     return torch.Generator().manual_seed(seed), f"seed={seed}"
 
 
@@ -379,7 +362,7 @@ class MRI(LinearOperator):
             raise OperatorError(f"mri:{family} takes one positional argument, got {len(values)} in '{args}'")
         mask, parts = builders[family](values[0], keywords, h, w)
 
-        complex_input = _parse_number(keywords.pop("complex", "0"), "complex", integer=True, minimum=0)
+        complex_input = read_integer(keywords.pop("complex", "0"), "mri: complex", minimum=0)
         if complex_input > 1:
             raise OperatorError(f"mri: complex must be 0 or 1, got {complex_input}")
         if complex_input:
@@ -388,7 +371,7 @@ class MRI(LinearOperator):
         if "coils" in keywords and "maps" in keywords:
             raise OperatorError("mri: give coils or maps, not both")
         if "coils" in keywords:
-            coils = _parse_number(keywords.pop("coils"), "coils", integer=True, minimum=1)
+            coils = read_integer(keywords.pop("coils"), "mri: coils", minimum=1)
             maps = synthetic_maps(coils, h, w)
             parts.append(f"coils={coils}")
         elif "maps" in keywords:
@@ -484,9 +467,9 @@ class MRI(LinearOperator):
 
 
 def _equispaced(value: str, keywords: dict[str, str], height: int, width: int) -> tuple[Tensor, list[str]]:
-    acceleration = _parse_number(value, "equispaced acceleration", integer=True, minimum=1)
+    acceleration = read_integer(value, "mri: equispaced acceleration", minimum=1)
     center, center_part = _center_option(keywords, width)
-    offset = _parse_number(keywords.pop("offset", "0"), "offset", integer=True, minimum=0)
+    offset = read_integer(keywords.pop("offset", "0"), "mri: offset", minimum=0)
     if offset >= acceleration:
         raise OperatorError(f"mri: offset must be below the acceleration {acceleration}, got {offset}")
     parts = [str(acceleration), center_part] + ([f"offset={offset}"] if offset else [])
@@ -494,17 +477,17 @@ def _equispaced(value: str, keywords: dict[str, str], height: int, width: int) -
 
 
 def _random(value: str, keywords: dict[str, str], height: int, width: int) -> tuple[Tensor, list[str]]:
-    acceleration = _parse_number(value, "random acceleration", minimum=1)
+    acceleration = read_number(value, "mri: random acceleration", minimum=1)
     center, center_part = _center_option(keywords, width)
     generator, seed_part = _seed_option(keywords)
     if center > width / acceleration:
-        raise OperatorError(f"mri: {center} central columns already exceed {width}/{_format_number(acceleration)} "
+        raise OperatorError(f"mri: {center} central columns already exceed {width}/{format_number(acceleration)} "
                             "sampled columns; lower center or the acceleration")
-    return random_mask(width, acceleration, center, generator), [_format_number(acceleration), center_part, seed_part]
+    return random_mask(width, acceleration, center, generator), [format_number(acceleration), center_part, seed_part]
 
 
 def _poisson(value: str, keywords: dict[str, str], height: int, width: int) -> tuple[Tensor, list[str]]:
-    acceleration = _parse_number(value, "poisson acceleration", minimum=1)
+    acceleration = read_number(value, "mri: poisson acceleration", minimum=1)
     if "center" in keywords or "center_lines" in keywords:
         rows, center_part = _center_option(keywords, min(height, width))
         cols = rows
@@ -514,13 +497,13 @@ def _poisson(value: str, keywords: dict[str, str], height: int, width: int) -> t
     generator, seed_part = _seed_option(keywords)
     if rows * cols > height * width / acceleration:
         raise OperatorError(f"mri: the {rows}x{cols} calibration region already exceeds "
-                            f"1/{_format_number(acceleration)} of the {height}x{width} k-space")
+                            f"1/{format_number(acceleration)} of the {height}x{width} k-space")
     mask = poisson_disc_mask(height, width, acceleration, (rows, cols), generator)
-    return mask, [_format_number(acceleration), center_part, seed_part]
+    return mask, [format_number(acceleration), center_part, seed_part]
 
 
 def _radial(value: str, keywords: dict[str, str], height: int, width: int) -> tuple[Tensor, list[str]]:
-    lines = _parse_number(value, "number of radial lines", integer=True, minimum=1)
+    lines = read_integer(value, "mri: number of radial lines", minimum=1)
     return radial_mask(height, width, lines), [str(lines)]
 
 

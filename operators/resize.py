@@ -47,7 +47,7 @@ from torch import Tensor
 
 from operators.base import SVDOperator
 from operators.errors import OperatorError
-from operators.registry import parse_args, register
+from operators.registry import parse_args, read_integer, register
 
 #: allowed downsampling factors
 MIN_FACTOR, MAX_FACTOR = 2, 8
@@ -115,13 +115,7 @@ def bicubic_upsample(y: Tensor, factor: int) -> Tensor:
 
 def _check_factor(factor) -> int:
     """The factor as an int, or OperatorError if it is not an integer in [MIN_FACTOR, MAX_FACTOR]."""
-    try:
-        value = float(factor)
-    except (TypeError, ValueError):
-        raise OperatorError(f"resize factor must be an integer in {MIN_FACTOR}..{MAX_FACTOR}, got '{factor}'") from None
-    if not value.is_integer() or not MIN_FACTOR <= value <= MAX_FACTOR:
-        raise OperatorError(f"resize factor must be an integer in {MIN_FACTOR}..{MAX_FACTOR}, got '{factor}'")
-    return int(value)
+    return read_integer(factor, "resize factor", minimum=MIN_FACTOR, maximum=MAX_FACTOR)
 
 
 class SeparableDownsample(SVDOperator):

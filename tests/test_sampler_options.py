@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from restore.errors import RestoreError
-from restore.samplers import SAMPLERS, TASKS
-from restore.samplers.defaults import defaults_for, with_options
+from restore.samplers import SAMPLERS
+from restore.samplers.defaults import TASKS, defaults_for, with_options
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))

@@ -341,7 +341,7 @@ def train(
     fixed time on a machine whose speed is not known ahead); the final config records the steps.
     ``on_step(step, loss)`` is called every step on the CPU, every ``LOSS_READ_EVERY`` steps on a GPU.
     """
-    check_request(config or TrainConfig(), minutes, anneal_over_minutes)
+    check_request(config or TrainConfig(), minutes, anneal_over_minutes, steps)
     out = Path(out)
     ckpt = out.with_suffix(".ckpt")
     if device.type == "cuda":
@@ -395,8 +395,31 @@ def train(
     return state
 
 
-def check_request(config: TrainConfig, minutes: float | None, anneal_over_minutes: bool) -> None:
+def train_config(*, channels: int = 32, channel_mult: str = "1,2,3,4", res_blocks: int = 1, crop: int = 64,
+                 scales: str = "1", **fields) -> TrainConfig:
+    """A training config from the command line's network options (checked) and any other TrainConfig fields."""
+    if channels % 32:
+        raise RestoreError(f"--channels must be a multiple of 32 (GroupNorm uses 32 groups), got {channels}")
+    try:
+        levels = [int(m) for m in channel_mult.split(",")]
+    except ValueError:
+        levels = []
+    if not levels or min(levels) < 1 or crop % 2 ** (len(levels) - 1):
+        raise RestoreError(f"--channel-mult must be positive integers, one per level, with --crop divisible by 2^(levels-1); got '{channel_mult}'")
+    try:
+        shrink_factors = tuple(int(f) for f in scales.split(","))
+    except ValueError:
+        raise RestoreError(f"--scales must be comma-separated integers such as 1,2,4; got '{scales}'") from None
+    base = TrainConfig()
+    unet = {**base.unet, "num_channels": channels, "image_size": crop, "channel_mult": ",".join(map(str, levels)),
+            "num_res_blocks": res_blocks}
+    return dataclasses.replace(base, unet=unet, crop=crop, scales=shrink_factors, **fields)
+
+
+def check_request(config: TrainConfig, minutes: float | None, anneal_over_minutes: bool, steps: int | None = None) -> None:
     """What a training request cannot be, said before any work (the CLI calls it before its progress bar)."""
+    if minutes is None and steps is None and not config.anneal_end:
+        raise RestoreError("give --minutes, --steps or --anneal-to to say when training stops")
     if config.loss_weight not in LOSS_WEIGHTS:
         raise RestoreError(f"unknown --loss-weight '{config.loss_weight}'; use one of: {', '.join(LOSS_WEIGHTS)}")
     if not config.scales or min(config.scales) < 1:

@@ -1,0 +1,102 @@
+"""One resolved plan per restoration: the task's sampler, steps, hyperparameters and NFE — what reports
+record and what a resumed folder run compares. Three bugs of the unresolved settings are pinned here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import operators
+from cli import app
+from restore.errors import RestoreError
+from restore.io import write_image
+from restore.plan import Plan, Request, make_plan
+from restore.samplers import defaults, get_sampler
+from restore.samplers.ddnm import DDNMParams
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def one_image(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    write_image(folder / "a.png", torch.rand((3, 24, 32), generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    return folder
+
+
+def test_a_plan_resolves_sampler_steps_and_hyperparameters():
+    op = operators.build("bicubic:2", (3, 8, 8))
+    plan = make_plan("superres", Request(options=("lam=0.3",)), op)
+    assert plan.sampler == "dpir" and plan.steps == defaults.defaults_for("dpir", "superres").steps
+    assert plan.params.lam == 0.3 and plan.params.renoise == defaults.defaults_for("dpir", "superres").params.renoise
+    assert json.loads(json.dumps(plan.to_dict())) == plan.to_dict()  # as a report stores and reads it
+
+
+def test_one_estimate_methods_fall_back_to_a_posterior_sampler_when_samples_are_asked_for():
+    op = operators.build("bicubic:2", (3, 8, 8))
+    for task, name in defaults.TASK_SAMPLER.items():
+        chosen = make_plan(task, Request(num_samples=4)).sampler
+        assert get_sampler(chosen).samples_posterior, task
+        assert chosen == (name if get_sampler(name).samples_posterior else defaults.POSTERIOR_SAMPLER[task])
+    assert make_plan("superres", Request(), op).sampler == "dpir"
+    assert make_plan("superres", Request(num_samples=4), op).sampler == "ddrm"
+    with pytest.raises(RestoreError, match="dpir gives one estimate, not posterior samples"):
+        make_plan("superres", Request("dpir", num_samples=4), op)
+
+
+def test_an_operator_without_an_svd_gets_a_sampler_that_can_take_it():
+    reflect = operators.build("blur:gaussian:5:1.0:boundary=reflect", (3, 16, 16))
+    circular = operators.build("blur:gaussian:5:1.0:boundary=circular", (3, 16, 16))
+    assert make_plan("deblur", Request(), circular).sampler == "ddrm"
+    assert make_plan("deblur", Request(), reflect).sampler == defaults.NO_SVD_SAMPLER
+    with pytest.raises(RestoreError, match="ddrm needs an operator with an SVD.*use one of: ddnm, diffpir"):
+        make_plan("deblur", Request("ddrm"), reflect)
+
+
+def test_nfe_counts_posterior_samples_and_time_travel():
+    """Bug: the CLI's report ignored --num-samples, and DDNM's time-travel steps were never counted."""
+    assert make_plan("inpaint", Request("diffpir", steps=20, num_samples=3)).nfe == 60
+    travel = Plan("inpaint", "ddnm", 10, DDNMParams(travel_length=3, travel_repeat=2), num_samples=2)
+    assert travel.nfe == 2 * (10 + 3 * 3)
+
+
+def test_cli_report_counts_every_network_evaluation(one_image, tiny_prior, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("inpaint", one_image, "--mask", "box:8", "--sampler", "ddnm", "--steps", "4", "--set", "travel_length=2",
+                    "--set", "travel_repeat=2", "--num-samples", "2", "--prior", tiny_prior, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["nfe"] == record["plan"]["nfe"] == 2 * (4 + 2)  # time travel: one jump back of 2 levels
+
+
+def test_bad_hyperparameter_values_fail_before_the_prior_loads(one_image, tmp_path):
+    """Bug: --set eta=2 passed the up-front check; every image then failed after the prior had loaded."""
+    result = invoke("superres", one_image, "--simulate", "--scale", "2", "--sampler", "ddrm", "--set", "eta=2",
+                    "--prior", tmp_path / "no-such-prior.safetensors", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "eta" in result.output and "no-such-prior" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_changed_default_is_never_passed_off_as_done(one_image, tiny_prior, tmp_path, monkeypatch):
+    """Bug: resume compared unresolved settings (sampler None, steps None), so outputs made under an old
+    default were kept as 'skipped' once the default changed at the same version."""
+    args = ["inpaint", one_image, "--mask", "box:8", "--steps", "2", "--prior", tiny_prior, "--out", tmp_path / "out", "--quiet"]
+    assert invoke(*args).exit_code == 0
+    old = defaults.TABLE["diffpir"]["inpaint"]
+    monkeypatch.setitem(defaults.TABLE["diffpir"], "inpaint",
+                        dataclasses.replace(old, params=dataclasses.replace(old.params, zeta=0.5)))
+    again = invoke(*args)
+    assert again.exit_code == 1 and "other settings (plan)" in again.output
+    monkeypatch.setitem(defaults.TASK_SAMPLER, "inpaint", "ddrm")
+    assert "other settings (plan)" in invoke(*args).output
+    monkeypatch.undo()
+    assert invoke(*args).exit_code == 0  # the same plan again: resumed, nothing redone
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["images"][0]["status"] == "skipped"
