@@ -94,6 +94,8 @@ FFT_MIN_TAPS = 15 * 15
 MOTION_SMOOTHING = 0.5
 #: file suffixes read as arrays; anything else is read as an image
 ARRAY_SUFFIXES = (".npy", ".npz")
+#: the KERNEL part of the spec of a blur built from a tensor, which no text rebuilds
+ARRAY_KERNEL = "array"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,11 +261,16 @@ def _image_intensity(path: Path) -> np.ndarray:
 
 def make_kernel(spec: str) -> Tensor:
     """The float64 (kh, kw) kernel of the KERNEL part of a blur spec, e.g. ``"gaussian:61:3.0"``."""
+    return parse_kernel(spec)[0]
+
+
+def parse_kernel(spec: str) -> tuple[Tensor, str]:
+    """(kernel, canonical KERNEL spec) of the KERNEL part of a blur spec, e.g. ``"gaussian:61:3.0"``."""
     positional, keywords = parse_args(spec)
-    kernel, _ = _kernel_from_args(positional, keywords)
+    kernel, canonical = _kernel_from_args(positional, keywords)
     if keywords:
         raise OperatorError(f"unknown kernel option(s) {', '.join(sorted(keywords))} in '{spec}'")
-    return kernel
+    return kernel, canonical
 
 
 def _kernel_from_args(positional: list[str], keywords: dict[str, str]) -> tuple[Tensor, str]:
@@ -317,14 +324,16 @@ class Blur(LinearOperator):
     #: the boundary condition this class implements (set by subclasses)
     boundary: ClassVar[str] = ""
 
-    def __init__(self, kernel_spec: str, in_shape: tuple[int, int, int]) -> None:
+    def __init__(self, kernel: Tensor, in_shape: tuple[int, int, int], *, kernel_spec: str = ARRAY_KERNEL) -> None:
+        """Convolution by ``kernel`` (a non-negative 2-D array, normalised to sum 1 here) for images of ``in_shape``.
+
+        ``kernel_spec`` is the KERNEL part of the spec that rebuilds it (``from_spec`` gives it); a kernel
+        given as a tensor has the spec ``blur:array``, which no text rebuilds.
+        """
         if not self.boundary:
-            raise OperatorError("build a blur with operators.build('blur:...') or a subclass such as CircularBlur")
-        positional, keywords = parse_args(kernel_spec)
-        kernel, canonical = _kernel_from_args(positional, keywords)
-        if keywords:
-            raise OperatorError(f"unknown blur option(s) {', '.join(sorted(keywords))} in '{kernel_spec}'")
-        super().__init__(f"{self.name}:{canonical}:boundary={self.boundary}", in_shape)
+            raise OperatorError("build a blur with operators.build('blur:...'), make_blur or a subclass such as CircularBlur")
+        kernel = normalise_kernel(kernel.detach().cpu() if isinstance(kernel, Tensor) else kernel, kernel_spec)
+        super().__init__(f"{self.name}:{kernel_spec}:boundary={self.boundary}", in_shape)
         _, h, w = self.in_shape
         kh, kw = kernel.shape
         if kh > h or kw > w:
@@ -336,11 +345,10 @@ class Blur(LinearOperator):
     def from_spec(cls, args: str, in_shape: tuple[int, int, int]) -> Blur:
         positional, keywords = parse_args(args)
         boundary = keywords.pop("boundary", BOUNDARIES[0])
-        subclasses = {sub.boundary: sub for sub in (CircularBlur, ReflectBlur, ValidBlur)}
-        if boundary not in subclasses:
-            raise OperatorError(f"unknown blur boundary '{boundary}'; known: {', '.join(BOUNDARIES)}")
-        kernel_fields = positional + [f"{key}={value}" for key, value in keywords.items()]
-        return subclasses[boundary](":".join(kernel_fields), in_shape)
+        kernel, canonical = _kernel_from_args(positional, keywords)
+        if keywords:
+            raise OperatorError(f"unknown blur option(s) {', '.join(sorted(keywords))} in '{args}'")
+        return make_blur(kernel, in_shape, boundary, kernel_spec=canonical)
 
     def _kernel_for(self, x: Tensor) -> Tensor:
         """The (1 or B, 1, kh, kw) kernel cast to x's dtype and device, checked against x's batch size."""
@@ -463,8 +471,8 @@ class ValidBlur(Blur):
 
     boundary = "valid"
 
-    def __init__(self, kernel_spec: str, in_shape: tuple[int, int, int]) -> None:
-        super().__init__(kernel_spec, in_shape)
+    def __init__(self, kernel: Tensor, in_shape: tuple[int, int, int], *, kernel_spec: str = ARRAY_KERNEL) -> None:
+        super().__init__(kernel, in_shape, kernel_spec=kernel_spec)
         c, h, w = self.in_shape
         kh, kw = self.kernel_size
         #: (C, H - kh + 1, W - kw + 1), the shape of a measurement
@@ -475,6 +483,15 @@ class ValidBlur(Blur):
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         return self._convolve_valid_adjoint(y, self.in_shape[1:])
+
+
+def make_blur(kernel: Tensor, in_shape: tuple[int, int, int], boundary: str = BOUNDARIES[0], *,
+              kernel_spec: str = ARRAY_KERNEL) -> Blur:
+    """The blur by a kernel tensor with the named boundary (circular, reflect or valid)."""
+    subclasses = {sub.boundary: sub for sub in (CircularBlur, ReflectBlur, ValidBlur)}
+    if boundary not in subclasses:
+        raise OperatorError(f"unknown blur boundary '{boundary}'; known: {', '.join(BOUNDARIES)}")
+    return subclasses[boundary](kernel, in_shape, kernel_spec=kernel_spec)
 
 
 def _fold_reflection(padded: Tensor, before: int, after: int, dim: int) -> Tensor:

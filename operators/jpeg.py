@@ -128,7 +128,9 @@ IJG_CHROMA = (
 
 def _zigzag() -> tuple[int, ...]:
     """Natural index of the k-th coefficient in zigzag order: anti-diagonals, alternating direction."""
-    cells = sorted(((i, j) for i in range(8) for j in range(8)), key=lambda c: (c[0] + c[1], c[0] if (c[0] + c[1]) % 2 else -c[0]))
+    cells = [(i, j) for i in range(8) for j in range(8)]
+    # Odd anti-diagonals run down-left (row increasing), even ones up-right (row decreasing).
+    cells.sort(key=lambda c: (c[0] + c[1], c[0] if (c[0] + c[1]) % 2 else -c[0]))
     return tuple(8 * i + j for i, j in cells)
 
 
@@ -156,7 +158,8 @@ def _table(values, what: str) -> Tensor:
         raise OperatorError(f"jpeg: the {what} quantisation table must hold integers")
     table = table.to(torch.int64).reshape(8, 8)
     if int(table.min()) < 1 or int(table.max()) > 65535:
-        raise OperatorError(f"jpeg: {what} quantisation table entries must be in 1..65535, got {int(table.min())}..{int(table.max())}")
+        low, high = int(table.min()), int(table.max())
+        raise OperatorError(f"jpeg: {what} quantisation table entries must be in 1..65535, got {low}..{high}")
     return table
 
 
@@ -304,6 +307,8 @@ def _frame_header(data: bytes, path) -> dict:
             if kind is not None:
                 raise OperatorError(f"jpeg: '{path}' is {kind} JPEG; only baseline (sequential, Huffman) JPEGs are supported")
             seg = data[pos + 4 : pos + 2 + length]
+            if len(seg) < 6 or len(seg) < 6 + 3 * seg[5]:
+                raise OperatorError(f"jpeg: '{path}' has a damaged frame header")
             if seg[0] != 8:
                 raise OperatorError(f"jpeg: '{path}' has {seg[0]}-bit samples; only 8-bit JPEGs are supported")
             height, width, count = int.from_bytes(seg[1:3], "big"), int.from_bytes(seg[3:5], "big"), seg[5]
@@ -605,9 +610,9 @@ def _check_planes(coefficients: list[Tensor], tables: JPEGTables, size: tuple[in
 def decode(coefficients: list[Tensor], tables: JPEGTables, size: tuple[int, int], dtype: torch.dtype = torch.float32) -> Tensor:
     """Quantised coefficients → images (B, C, H, W) in [-1, 1]: the floating-point JPEG decoder.
 
-    Dequantise, orthonormal IDCT, + 128, fancy chroma upsampling (libjpeg's triangle filter),
-    YCbCr → RGB, crop to ``size`` = (H, W), clip to 0..255. Within a few levels of
-    libjpeg's integer decoder (the tests measure it).
+    Dequantise, orthonormal IDCT, + 128 and clip to 0..255 (libjpeg's range limit), fancy chroma
+    upsampling (libjpeg's triangle filter), YCbCr → RGB, crop to ``size`` = (H, W), clip to
+    0..255. Within 1 to 3 levels of libjpeg's integer decoder (the tests measure it).
     """
     size = (int(size[0]), int(size[1]))
     _check_planes(coefficients, tables, size)
@@ -832,7 +837,8 @@ class JPEG(NonlinearOperator):
         gray = int(in_shape[0]) == 1
         if "file" in keywords:
             if "quality" in keywords or "subsampling" in keywords:
-                raise OperatorError("jpeg: file= sets the tables and subsampling; do not combine it with quality= or subsampling=")
+                raise OperatorError("jpeg: file= sets the tables and subsampling; "
+                                    "do not combine it with quality= or subsampling=")
             tables = JPEGTables.from_file(keywords["file"])
             return cls(tables, in_shape, f"jpeg:file={keywords['file']}")
         if "quality" not in keywords:

@@ -195,21 +195,25 @@ def colorize_input(pixels: Tensor) -> Tensor:
 
 def deblur(kernel: str, boundary: str, noise_sigma: float | None, simulate_input: bool,
            reference: Path | None = None) -> TaskSetup:
-    """Deblurring by a known kernel: a spec (gaussian:61:3.0, levin:3, ...) or a kernel file."""
-    kernel_spec = f"file={kernel}" if Path(kernel).is_file() else kernel
-    spec = f"blur:{kernel_spec}:boundary={boundary}"
+    """Deblurring by a known kernel: a kernel file (any name), or a spec such as gaussian:61:3.0 or levin:3."""
+    if Path(kernel).is_file():  # a file first: its name may hold ':' or '=', which a spec would split on
+        kernel_tensor, kernel_spec = operators.blur.load_kernel(kernel), f"file={kernel}"
+    else:
+        kernel_tensor, kernel_spec = operators.blur.parse_kernel(kernel)
+    kh, kw = kernel_tensor.shape
     noise_sigma = noise_sigma_for("deblur", noise_sigma, simulate_input)
-    prepare = image_task(lambda shape: operators.build(spec, shape), lambda shape: blurred_to_clean_shape(spec, shape),
-                         noise_sigma, simulate_input, references_from(reference))
+
+    def make_operator(shape: tuple[int, int, int]) -> operators.Operator:
+        return operators.blur.make_blur(kernel_tensor, shape, boundary, kernel_spec=kernel_spec)
+
+    def clean_shape(blurred: tuple[int, int, int]) -> tuple[int, int, int]:
+        """A 'valid' blur's picture is smaller than the image by the kernel's size less one."""
+        c, h, w = blurred
+        return (c, h + kh - 1, w + kw - 1) if boundary == "valid" else blurred
+
+    make_operator((1, max(kh, 2), max(kw, 2)))  # an unknown boundary fails now, not per image
+    prepare = image_task(make_operator, clean_shape, noise_sigma, simulate_input, references_from(reference))
     return TaskSetup("deblur", prepare, {"kernel": kernel, "boundary": boundary, "noise": noise_sigma, "simulate": simulate_input})
-
-
-def blurred_to_clean_shape(spec: str, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The image size that gives a blurred picture of ``shape`` (larger for valid boundaries)."""
-    if "boundary=valid" not in spec:
-        return shape
-    kernel = operators.blur.make_kernel(spec.split(":", 1)[1].rsplit(":boundary=", 1)[0])
-    return (shape[0], shape[1] + kernel.shape[0] - 1, shape[2] + kernel.shape[1] - 1)
 
 
 def superres(scale: int, kernel: str, noise_sigma: float | None, simulate_input: bool,

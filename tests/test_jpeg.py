@@ -8,7 +8,6 @@ to the roundings of libjpeg's integer decoder; those tests assert the bounds mea
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
@@ -119,7 +118,7 @@ def test_from_file_reads_back_the_tables_given_to_pillow(tmp_path, subsampling):
 
 
 # ---- the exact forward: coefficient for coefficient ------------------------------------------------
-CASES = [(h, w, kind) for h, w, kind in [(24, 40, "noise"), (37, 53, "noise"), (37, 53, "smooth"), (64, 64, "smooth"), (5, 3, "noise")]]
+CASES = [(24, 40, "noise"), (37, 53, "noise"), (37, 53, "smooth"), (64, 64, "smooth"), (5, 3, "noise")]
 
 
 @pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
@@ -243,11 +242,12 @@ def test_straight_through_gradient_is_finite_and_descends(subsampling):
     assert torch.equal(value.detach(), op.A_exact(x))  # the value is the exact measurement
     (grad,) = torch.autograd.grad(((value - y) ** 2).sum(), x)
     assert bool(torch.isfinite(grad).all()) and float(grad.abs().max()) > 0
-    # One gradient step: 8-bit samples are 127.5·x and the pipeline is orthonormal in luma.
+    # One gradient step. JᵀJ = 127.5² · (how often the padding repeats a pixel: up to 16 in a
+    # corner), so 0.05 / 127.5² is a tenth of a Newton step inside and stable at the corners.
     before = float(((op.A_exact(x) - y) ** 2).sum())
-    stepped = x.detach() - 0.5 / 127.5**2 * grad
+    stepped = x.detach() - 0.05 / 127.5**2 * grad
     after = float(((op.A_exact(stepped) - y) ** 2).sum())
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.85 * before, (before, after)  # measured 0.62 (gray), 0.75 (4:2:0)
 
 
 # ---- projection onto the quantisation constraint set ------------------------------------------------
@@ -282,7 +282,7 @@ def test_projection_lands_in_the_bins_and_is_idempotent(subsampling, size):
 
 
 def test_projection_reencodes_to_the_coefficients():
-    """Re-encoding is exact up to 8-bit rounding etc.: measured 0.90 without margin, 1.0000 with 0.2 (4:2:0, q75)."""
+    """Re-encoding is exact up to 8-bit rounding etc.: measured 0.891 without margin, 0.997 with 0.1, 1.0 with 0.2 (4:2:0, q75)."""
     tables = JPEGTables.standard(75, "4:2:0")
     truth = smooth_image(64, 64, 3, seed=1)
     coefficients = encode(truth, tables)
@@ -322,7 +322,9 @@ def test_progressive_cmyk_png_and_arithmetic_files_are_refused(tmp_path):
     with pytest.raises(OperatorError, match="cannot read"):
         JPEGTables.from_file(tmp_path / "missing.jpg")
     truncated = tmp_path / "t.jpg"
-    truncated.write_bytes(bytes(data[: len(data) // 2]).replace(b"\xff\xc9", b"\xff\xc0"))
+    data[data.index(b"\xff\xc9") + 1] = 0xC0
+    scan = data.index(b"\xff\xda")
+    truncated.write_bytes(bytes(data[: scan + (len(data) - scan) // 2]))  # the entropy-coded data cut short
     with pytest.raises(OperatorError, match="damaged"):
         read_coefficients(truncated)
 
