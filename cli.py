@@ -12,7 +12,9 @@ import dataclasses
 import functools
 import json
 import math
+import signal
 import sys
+import threading
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 app = typer.Typer(
     name="restore",
@@ -37,30 +40,49 @@ console = Console(stderr=True)
 DEBUG = {"on": False}
 
 
+def say(text: str, label: str = "", style: str = "") -> None:
+    """One line on stderr: an optional coloured label, then ``text`` exactly as given — never read as rich
+    markup, since file names and messages hold brackets (``photo[1].png``, ``pip install 'restore[diffusers]'``)."""
+    line = Text()
+    if label:
+        line.append(f"{label}:", style=style)
+        line.append(" ")
+    line.append(text)
+    console.print(line, highlight=False, soft_wrap=True)
+
+
 def user_errors(command):
-    """Turn a RestoreError into one line on stderr and exit 1; other errors too, unless --debug."""
+    """Any error becomes one line on stderr and exit 1 (``--debug`` shows the traceback); Ctrl-C or SIGTERM
+    says what was kept and exits 130."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from restore.errors import Interrupted
+        from restore.records import failure_text
+
+        previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
         try:
             return command(*args, **kwargs)
         except typer.Exit:
             raise
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: run the same command again to resume")
+        except (KeyboardInterrupt, Interrupted) as err:
+            say(str(err) if isinstance(err, Interrupted) else "stopped before anything was saved", "interrupted", "yellow")
             raise typer.Exit(130) from None
         except Exception as err:  # noqa: BLE001 - the edge of the program
-            from restore.errors import USER_ERRORS
-
             if DEBUG["on"]:
                 raise
-            if isinstance(err, USER_ERRORS):
-                console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
-            else:
-                console.print(f"[red]internal error:[/] {type(err).__name__}: {err} (run with --debug for the traceback)", highlight=False, soft_wrap=True)
+            say(failure_text(err), "error", "red")
             raise typer.Exit(1) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM (a scheduler's stop, ``kill``) is handled like Ctrl-C: work in progress is saved first."""
+    raise KeyboardInterrupt
 
 
 def version_callback(value: bool) -> None:
@@ -180,7 +202,7 @@ def load_lpips(denoiser, quiet: bool):
 
     model, reason = load(denoiser.alphas_cumprod.device)
     if model is None and not quiet:
-        console.print(f"[yellow]note:[/] {reason}; reporting PSNR and SSIM only", highlight=False, soft_wrap=True)
+        say(f"{reason}; reporting PSNR and SSIM only", "note", "yellow")
     return model
 
 
@@ -229,16 +251,16 @@ def finish(records, out: Path, quiet: bool, json_out: bool) -> None:
         for column in ("image", "status", "PSNR", "SSIM", "LPIPS", "s/image", "NFE"):
             table.add_column(column, justify="left" if column in ("image", "status") else "right")
         for r in records:
-            table.add_row(r.name, r.status, fmt(r.psnr), fmt(r.ssim, 4), fmt(r.lpips, 4), fmt(r.seconds, 1), str(r.nfe or "–"))
+            table.add_row(Text(r.name), r.status, fmt(r.psnr), fmt(r.ssim, 4), fmt(r.lpips, 4), fmt(r.seconds, 1), str(r.nfe or "–"))
         table.add_section()
         table.add_row("mean", f"{means['images']} ok", fmt(means["psnr"]), fmt(means["ssim"], 4), fmt(means["lpips"], 4), fmt(means["seconds"], 1), "")
         console.print(table)
-        console.print(f"report: {out / 'report.csv'}, {out / 'report.json'}", highlight=False)
+        say(f"report: {out / 'report.csv'}, {out / 'report.json'}")
     if means["failed"]:
         for r in records:
             if r.status == "failed":
-                console.print(f"[red]failed:[/] {r.source}: {r.error}", highlight=False, soft_wrap=True)
-        console.print(f"[red]{means['failed']} of {len(records)} images failed[/]")
+                say(f"{r.source}: {r.error}", "failed", "red")
+        say(f"{means['failed']} of {len(records)} images failed", "error", "red")
         raise typer.Exit(1)
 
 
@@ -352,7 +374,7 @@ def metrics(
     match = tasks.references_from(reference)
     lpips, reason = load_lpips("cpu")
     if lpips is None and not json_out:
-        console.print(f"[yellow]note:[/] {reason}; reporting PSNR and SSIM only", highlight=False, soft_wrap=True)
+        say(f"{reason}; reporting PSNR and SSIM only", "note", "yellow")
     rows = []
     for path in files:
         ref = match(path)
@@ -366,7 +388,7 @@ def metrics(
     for column in ("image", "PSNR", "SSIM", "LPIPS"):
         table.add_column(column, justify="left" if column == "image" else "right")
     for r in rows:
-        table.add_row(r["image"], fmt(r["psnr"]), fmt(r["ssim"], 4), fmt(r["lpips"], 4))
+        table.add_row(Text(r["image"]), fmt(r["psnr"]), fmt(r["ssim"], 4), fmt(r["lpips"], 4))
     table.add_section()
     table.add_row(f"mean of {len(rows)}", fmt(means["psnr"]), fmt(means["ssim"], 4), fmt(means["lpips"], 4))
     Console().print(table)
@@ -422,12 +444,12 @@ def bench(
             view.add_row(e["task"], e["method"], str(e["images"]), fmt(e["psnr"]), fmt(e["ssim"], 4), fmt(e["lpips"], 4),
                          str(e["nfe"] or "–"), fmt(e["seconds"], 1))
         console.print(view)
-        console.print(f"summary: {summary}; per image: {out / 'results.csv'}", highlight=False)
+        say(f"summary: {summary}; per image: {out / 'results.csv'}")
     failed = [r for r in rows if r.status == "failed"]
     for error in dict.fromkeys(r.error for r in failed):  # each distinct reason once, with where it happened
         where = [f"{r.task} · {r.method} · {r.image}" for r in failed if r.error == error]
         more = f" (and {len(where) - 1} more)" if len(where) > 1 else ""
-        console.print(f"[red]failed:[/] {where[0]}{more}: {error}", highlight=False, soft_wrap=True)
+        say(f"{where[0]}{more}: {error}", "failed", "red")
     if failed:
         raise typer.Exit(1)
 
@@ -465,7 +487,7 @@ def priors_list() -> None:
         table.add_column(column)
     for entry in registry.PRIORS.values():
         path = registry.weights_path(entry)
-        table.add_row(entry.name, entry.description, "present" if path.is_file() else "not downloaded", str(path))
+        table.add_row(entry.name, Text(entry.description), "present" if path.is_file() else "not downloaded", Text(str(path)))
     Console().print(table)
 
 
@@ -493,7 +515,7 @@ def priors_download(name: Annotated[str, typer.Argument(help="A prior name from 
     with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console) as bars:
         task = bars.add_task(entry.filename, total=entry.size)
         path = registry.download(entry, lambda done, total: bars.update(task, completed=done, total=total))
-    console.print(f"{name}: {path} ({registry.verify(entry)})", highlight=False)
+    say(f"{name}: {path} ({registry.verify(entry)})")
 
 
 @priors_app.command("verify")
@@ -506,7 +528,7 @@ def priors_verify() -> None:
     for entry in registry.PRIORS.values():
         status = registry.verify(entry)
         bad += not (status.startswith("ok") or status == "missing")
-        console.print(f"{entry.name:14} {status}", highlight=False)
+        say(f"{entry.name:14} {status}")
     if bad:
         raise typer.Exit(1)
 
@@ -558,8 +580,7 @@ def train(
         state = run_training(images, out, config=config, exclude=names, steps=steps, minutes=minutes, resume=resume,
                              init_from=init_from, anneal_over_minutes=anneal, device=train_device,
                              compile_network=compile_network, on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
-    console.print(f"{state.step} steps; EMA weights → {out} (config {out.with_suffix('.json')}, resume from {out.with_suffix('.ckpt')})",
-                  highlight=False)
+    say(f"{state.step} steps; EMA weights → {out} (config {out.with_suffix('.json')}, resume from {out.with_suffix('.ckpt')})")
 
 
 if __name__ == "__main__":

@@ -14,5 +14,9 @@ class NumericalError(RestoreError):
     """A sampler produced NaN or Inf."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM, after saving what could be saved; the message says what was kept."""
+
+
 #: what a request can fail with that the user can fix: reported in one line, never as a traceback
 USER_ERRORS = (RestoreError, OperatorError)

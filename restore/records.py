@@ -48,8 +48,12 @@ def nan_mean(values: Iterable[float]) -> float:
 
 
 def failure_text(err: BaseException) -> str:
-    """One line for a failed image: the message of an error the user can fix, else the error's type too."""
+    """One line for a failure: the message of an error the user can fix; for a file system error the file
+    and the reason (a full disk, a read-only folder); else the error's type too."""
     text = str(err).splitlines()[0] if str(err) else ""
     if isinstance(err, USER_ERRORS):
         return text
+    if isinstance(err, OSError) and err.strerror:
+        where = f"{err.filename}: " if err.filename else ""
+        return f"{where}{err.strerror}"
     return f"internal error: {type(err).__name__}{': ' + text if text else ''} (run with --debug for the traceback)"
