@@ -11,7 +11,7 @@ from operators.errors import OperatorError
 from operators.registry import REGISTRY, build, parse_args, register
 
 # Importing the modules registers their operators.
-from operators import inpaint, blur, resize, color, mri, ct, jpeg  # noqa: E402,F401  isort: skip
+from operators import inpaint, blur, resize, color, mri, ct, jpeg, phase  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "LinearOperator",

@@ -279,12 +279,14 @@ def _seed_option(keywords: dict[str, str]) -> tuple[torch.Generator, str]:
 
 def _load_npy(path: str, what: str) -> np.ndarray:
     """A .npy array (no pickles) or OperatorError naming ``what`` and the path."""
+    if Path(path).is_dir():
+        raise OperatorError(f"mri: {what} {path} is a folder, not a .npy file")
     if not Path(path).is_file():
         raise OperatorError(f"mri: {what} file not found: {path}")
     try:
         return np.load(path, allow_pickle=False)
     except Exception as err:  # noqa: BLE001  any unreadable file is one clear error
-        raise OperatorError(f"mri: cannot read {what} {path}: {err}") from None
+        raise OperatorError(f"mri: cannot read {what} {path}: not a .npy array ({str(err).splitlines()[0]})") from None
 
 
 def load_mask(path: str, height: int, width: int) -> Tensor:
@@ -557,6 +559,10 @@ def read_kspace(path: str | Path, slice_index: int | None = None) -> tuple[Tenso
             raise OperatorError(f"mri: k-space {path} must have shape (H, W) or (coils, H, W), got {array.shape}")
     if not np.iscomplexobj(array):
         raise OperatorError(f"mri: k-space {path} must be complex, got {array.dtype}")
+    if not np.isfinite(array).all():
+        raise OperatorError(f"mri: k-space {path} holds NaN or infinite values ({int((~np.isfinite(array)).sum())} of {array.size})")
+    if not np.any(array):
+        raise OperatorError(f"mri: k-space {path} is all zero: nothing was measured")
     if array.ndim == 2:
         array = array[None]
     dtype = np.complex128 if array.dtype == np.complex128 else np.complex64
@@ -581,6 +587,8 @@ def _read_h5(path: Path, slice_index: int | None) -> tuple[np.ndarray, np.ndarra
             if "kspace" not in handle:
                 raise OperatorError(f"mri: {path} has no dataset 'kspace' (fastMRI layout)")
             data = handle["kspace"]
+            if not hasattr(data, "ndim"):  # an h5 group, not a dataset
+                raise OperatorError(f"mri: 'kspace' in {path} is a group, not an array (fastMRI stores it as a dataset)")
             if data.ndim not in (3, 4):
                 raise OperatorError(f"mri: 'kspace' in {path} must be (slices, [coils,] H, W), got {data.shape}")
             index = data.shape[0] // 2 if slice_index is None else slice_index

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,15 +56,40 @@ def list_images(pattern: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -
 
 
 def read_image(path: str | Path) -> Image:
-    """Decode an image file; unreadable, truncated or unsupported files raise one clear RestoreError."""
+    """Decode an image file; unreadable, truncated or unsupported files raise one clear RestoreError.
+
+    CMYK files (print JPEGs and TIFFs) are converted to RGB by Pillow, which knows their inverted forms;
+    read as plain arrays they would pass for RGB plus alpha.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise RestoreError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise RestoreError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise RestoreError(f"cannot read image {path}: the file is empty")
     try:
-        array = _read_png16(path) if _is_png16(path) else np.asarray(iio.imread(path))
+        array = _read_png16(path) if _is_png16(path) else _read_pixels(path)
+    except RestoreError:
+        raise
     except Exception as err:  # imageio raises many exception types for bad files
-        raise RestoreError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "Could not find a backend" in message or "cannot identify image file" in message:
+            message = "not an image file that can be decoded (PNG, JPEG, TIFF, BMP, ...), or a damaged one"
+        raise RestoreError(f"cannot read image {path}: {message}") from None
     return image_from_array(array, str(path))
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as image:
+            if image.mode == "CMYK":
+                return np.asarray(image.convert("RGB"))
+    except PILImage.UnidentifiedImageError:
+        pass  # not a format Pillow knows: imageio's other plugins may
+    return np.asarray(iio.imread(path))
 
 
 def _is_png16(path: Path) -> bool:
@@ -95,6 +121,8 @@ def image_from_array(array: np.ndarray, name: str = "array") -> Image:
     elif array.dtype == bool:
         scaled, depth = array.astype(np.float32), 8
     elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise RestoreError(f"{name}: the image holds NaN or infinite pixel values")
         scaled, depth = np.clip(array.astype(np.float32), 0.0, 1.0), 16
     else:
         raise RestoreError(f"{name}: unsupported pixel type {array.dtype}")
@@ -119,18 +147,57 @@ def to_array(pixels: Tensor, alpha: Tensor | None = None, bit_depth: int = 8) ->
     return array[:, :, 0] if array.shape[2] == 1 else array
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask (mkstemp's 0600 is for secrets)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+#: temporary files of atomic writes; one older than this was left by a killed process
+STALE_SECONDS = 600
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_folder(folder: Path) -> None:
+    """Create an output folder (and its parents), or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test.", suffix=".tmp")
+        probe.close()
+    except FileExistsError:
+        raise RestoreError(f"cannot create the output folder {folder}: a file is in the way") from None
+    except OSError as err:
+        raise RestoreError(f"cannot write to the output folder {folder}: {err.strerror or err}") from None
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporary files that killed runs left in ``folder`` and its subfolders; returns how many."""
+    removed = 0
+    now = time.time()
+    for tmp in folder.rglob(".*.tmp") if folder.is_dir() else ():
+        try:
+            if now - tmp.stat().st_mtime > STALE_SECONDS:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            pass  # another process finished or removed it
+    return removed
 
 
 def write_image(path: str | Path, pixels: Tensor, *, alpha: Tensor | None = None, bit_depth: int = 8) -> None:
@@ -160,21 +227,34 @@ def save_array(path: str | Path, array: np.ndarray) -> None:
 
 
 def read_array(path: str | Path, what: str) -> np.ndarray:
-    """Load a .npy array (no pickles), or raise a clear error naming ``what`` it was meant to be."""
+    """Load a .npy array of finite numbers (no pickles), or raise a clear error naming ``what`` it was meant to be."""
     path = Path(path)
+    if path.is_dir():
+        raise RestoreError(f"{what} {path} is a folder, not a .npy file")
     if not path.is_file():
         raise RestoreError(f"{what} not found: {path}")
     try:
-        return np.load(path, allow_pickle=False)
-    except Exception as err:
-        raise RestoreError(f"cannot read {what} {path}: {err}") from None
+        array = np.load(path, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 - a damaged or non-.npy file, an object array
+        raise RestoreError(f"cannot read {what} {path}: not a .npy array of numbers ({str(err).splitlines()[0]})") from None
+    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise RestoreError(f"{what} {path} must hold numbers, got {getattr(array, 'dtype', type(array).__name__)}")
+    if array.size == 0:
+        raise RestoreError(f"{what} {path} is empty (shape {array.shape})")
+    if not np.isfinite(array).all():
+        raise RestoreError(f"{what} {path} holds NaN or infinite values ({int((~np.isfinite(array)).sum())} of {array.size})")
+    return array
 
 
 def read_sinogram(path: str | Path) -> Tensor:
-    """A CT sinogram from .npy: (angles, detectors) → float tensor (1, angles, detectors)."""
+    """A CT sinogram from .npy: (angles, detectors) — or (1, angles, detectors), as restore saves one — → (1, angles, detectors)."""
     array = read_array(path, "sinogram")
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2 or np.iscomplexobj(array):
         raise RestoreError(f"sinogram {path} must be a real 2-D array (angles × detectors), got {array.dtype} {array.shape}")
+    if min(array.shape) < 1:
+        raise RestoreError(f"sinogram {path} has no angles or no detectors (shape {array.shape})")
     return torch.from_numpy(array.astype(np.float32))[None]
 
 

@@ -1,17 +1,22 @@
 """Running a task over many inputs: batching, resuming, writing outputs, metrics and reports.
 
-Outputs of input ``photos/cat.jpg`` under ``--out restored/``::
+Outputs of input ``photos/cat.jpg`` under ``--out restored/``; the restorations alone at the top, so
+that ``restored/`` holds the same names as ``photos/`` (``restore metrics restored/ photos/``), and
+every side file in a folder of its kind, under the input's own name::
 
-    restored/cat.png                 the restoration (posterior mean when --num-samples > 1)
-    restored/cat_sample1.png ...     posterior samples, and restored/cat_std.png (uncertainty)
-    restored/cat_measurement.png     the measurement, when simulated (.npy for k-space / sinograms)
-    restored/cat_grid.png            --save-grid;  restored/cat_progress.gif  --save-progress
-    restored/report.csv, report.json the per-image metrics and the exact settings
-    restored/.records/cat.json       what resuming needs: this image's record and settings
+    restored/cat.png                      the restoration (posterior mean when --num-samples > 1)
+    restored/measurement/cat.png          the measurement when simulated, in the form the command reads
+                                          (.npy k-space or sinogram for mri / ct): restore it again with it
+    restored/samples/1/cat.png, 2/, ...   posterior samples (--num-samples > 1)
+    restored/std/cat.png, cat.npy         their per-pixel standard deviation (the uncertainty map)
+    restored/grid/cat.png                 --save-grid;  restored/progress/cat.gif  --save-progress
+    restored/report.csv, report.json      per-image metrics and the exact settings
+    restored/.records/cat.json            what resuming needs: this image's record, plan and outputs
 
-A folder run resumes: an image whose record exists with the same settings is skipped. A record made
-with other settings stops the run (use --overwrite, or another --out) — nothing is overwritten
-silently, and an input is never overwritten.
+A folder run resumes: an image whose record exists with the same settings and plan is skipped; a
+record made with others stops the run (use --overwrite, or another --out). Nothing restore did not
+write is ever overwritten: not an input, mask or reference, and not a file it finds in --out without
+a record of its own.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 
 from restore import __version__
 from restore.errors import RestoreError
-from restore.io import atomic_write, make_grid, save_array, to_display, write_gif, write_image
+from restore.io import atomic_write, make_folder, make_grid, remove_stale_temporaries, save_array, to_display, write_gif, write_image
 from restore.metrics import compute_metrics
 from restore.plan import Plan, Request, make_plan, solve
 from restore.records import as_float, check_same_settings, failure_text, json_text, nan_mean
@@ -58,6 +63,8 @@ class Record:
     steps: int = 0
     #: the plan it ran with (``Plan.to_dict()``): sampler, steps, hyperparameters, samples, seed, NFE
     plan: dict = field(default_factory=dict)
+    #: every file written for it (kind → path), which a later run may replace
+    outputs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -72,6 +79,8 @@ class RunOptions:
     overwrite: bool = False
     save_grid: bool = False
     save_progress: bool = False
+    #: files and folders the command reads besides the inputs (masks, references, kernels): never written
+    reads: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -96,18 +105,55 @@ def default_out(images: str) -> Path:
     return base / "restored"
 
 
-def output_paths(out: Path, name: str) -> dict[str, Path]:
-    return {
+def output_paths(out: Path, name: str, num_samples: int = 1) -> dict[str, Path]:
+    """Every file a folder run may write for the input named ``name`` (see the module docstring)."""
+    paths = {
         "restoration": out / f"{name}.png",
         "record": out / RECORDS / f"{name}.json",
+        "measurement": out / "measurement" / f"{name}.png",
+        "measurement_array": out / "measurement" / f"{name}.npy",
+        "std": out / "std" / f"{name}.png",
+        "std_array": out / "std" / f"{name}.npy",
+        "grid": out / "grid" / f"{name}.png",
+        "progress": out / "progress" / f"{name}.gif",
     }
+    return paths | {f"sample{k}": out / "samples" / str(k) / f"{name}.png" for k in range(1, num_samples + 1)}
 
 
-def check_not_input(out: Path, inputs: Sequence[Path]) -> None:
-    """Refuse an output folder that would overwrite an input file."""
+def check_outputs(out: Path, inputs: Sequence[Path], reads: Sequence[Path] = (), num_samples: int = 1) -> None:
+    """Refuse, before any work, an output folder whose files would overwrite anything restore did not write.
+
+    ``reads``: the other files and folders the command reads (masks, references, kernels). An input's
+    folder or a folder read is never an output folder (outputs would mix with the inputs and be read as
+    inputs next time); no output may be a file read; a file already in ``out`` may be replaced only when
+    a record of restore's says it wrote it.
+    """
+    if out.exists() and not out.is_dir():
+        raise RestoreError(f"--out {out} is a file; give a folder for the outputs")
+    target = out.resolve()
+    folders = {p.resolve().parent for p in inputs} | {r.resolve() for r in reads if r.is_dir()}
+    if target in folders:
+        raise RestoreError(f"--out {out} is a folder restore reads from; outputs there would mix with (and could "
+                           "overwrite) its files: choose another folder")
+    read_files = {p.resolve() for p in [*inputs, *reads] if p.is_file()}
+    check_unique_names(inputs)
     for path in inputs:
-        if (out / f"{path.stem}.png").resolve() == path.resolve():
-            raise RestoreError(f"--out {out} would overwrite the input {path}; choose another output folder")
+        paths = output_paths(out, path.stem, num_samples)
+        ours = written_by_restore(paths["record"])
+        for kind, file in paths.items():
+            if file.resolve() in read_files:
+                raise RestoreError(f"--out {out} would overwrite {file}, which this command reads; choose another folder")
+            if file.exists() and kind != "record" and file.name not in ours.get(kind, ()) and file.is_file():
+                raise RestoreError(f"{file} exists and restore has no record of writing it; move it away or choose another --out")
+
+
+def written_by_restore(record_path: Path) -> dict[str, list[str]]:
+    """The outputs a record says restore wrote (kind → file names); empty when there is no readable record."""
+    try:
+        outputs = json.loads(record_path.read_text())["record"]["outputs"]
+        return {kind: [Path(name).name] for kind, name in outputs.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def check_unique_names(inputs: Sequence[Path]) -> None:
@@ -149,9 +195,9 @@ def run(
 ) -> list[Record]:
     """Restore every input; a failing image is recorded with its reason and the run goes on."""
     out = options.out
-    check_unique_names(inputs)
-    out.mkdir(parents=True, exist_ok=True)
-    check_not_input(out, inputs)
+    check_outputs(out, inputs, options.reads, options.request.num_samples)
+    make_folder(out)
+    remove_stale_temporaries(out)
     settings = settings_record(options, getattr(denoiser, "info", {}))
     records: dict[int, Record] = {}
     pending: list[tuple[Item, Plan]] = []
@@ -226,8 +272,9 @@ def solve_and_write(items: list[Item], plan: Plan, denoiser, options: RunOptions
             item.name, str(item.source), "ok", seconds=round(seconds, 3), nfe=plan.nfe,
             operator=item.operator.spec, sampler=plan.sampler, steps=plan.steps, plan=plan.to_dict(),
         )
-        paths = write_outputs(item, restoration, result, b, options, frames)
-        record.output = str(paths["restoration"])
+        written = write_outputs(item, restoration, result, b, options, frames)
+        record.output = str(written["restoration"])
+        record.outputs = {kind: str(path) for kind, path in written.items()}
         if item.reference is not None:
             metrics = compute_metrics(restoration[None], item.reference.float(), lpips=lpips)
             record.psnr, record.ssim, record.lpips = (round(float(metrics[k]), 4) for k in ("psnr", "ssim", "lpips"))
@@ -238,20 +285,28 @@ def solve_and_write(items: list[Item], plan: Plan, denoiser, options: RunOptions
 
 
 def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options: RunOptions, frames: list) -> dict[str, Path]:
-    out, name = options.out, item.name
-    paths = output_paths(out, name)
-    write_image(paths["restoration"], restoration, alpha=None if item.alpha is None else item.alpha[0] if item.alpha.dim() == 4 else item.alpha, bit_depth=item.bit_depth)
+    """Write the restoration and its side files; returns what was written (kind → path)."""
     num_samples = result.samples.shape[0]
+    paths = output_paths(options.out, item.name, num_samples)
+    alpha = None if item.alpha is None else item.alpha[0] if item.alpha.dim() == 4 else item.alpha
+    written = {"restoration": paths["restoration"]}
+    write_image(paths["restoration"], restoration, alpha=alpha, bit_depth=item.bit_depth)
     if num_samples > 1:
-        for k in range(num_samples):
-            write_image(out / f"{name}_sample{k + 1}.png", result.samples[k, b].float().cpu(), bit_depth=item.bit_depth)
+        for k in range(1, num_samples + 1):
+            written[f"sample{k}"] = paths[f"sample{k}"]
+            write_image(paths[f"sample{k}"], result.samples[k - 1, b].float().cpu(), bit_depth=item.bit_depth)
         std = result.std[b].float().cpu()
-        write_image(out / f"{name}_std.png", (std / std.max().clamp_min(1e-8)) * 2 - 1)
+        written |= {"std": paths["std"], "std_array": paths["std_array"]}
+        write_image(paths["std"], (std / std.max().clamp_min(1e-8)) * 2 - 1)
+        save_array(paths["std_array"], (std / 2).numpy())  # on the [0, 1] pixel scale
     measurement = item.y[0].detach().cpu()
-    if item.measurement_kind == "image" and item.reference is not None and item.source.exists():
-        write_image(out / f"{name}_measurement.png", measurement.float().clamp(-1, 1))
-    elif item.measurement_kind != "image":
-        save_array(out / f"{name}_measurement.npy", measurement.numpy())
+    if item.saved_measurement is not None:
+        kind = "measurement" if isinstance(item.saved_measurement, torch.Tensor) else "measurement_array"
+        written[kind] = paths[kind]
+        if kind == "measurement":
+            write_image(paths[kind], item.saved_measurement.float().clamp(-1, 1), bit_depth=item.bit_depth)
+        else:
+            save_array(paths[kind], item.saved_measurement)
     if options.save_grid:
         columns = [to_display(measurement), restoration]
         labels = ["measurement", "restoration"]
@@ -262,10 +317,12 @@ def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options
             std = result.std[b].float().cpu()
             columns.append((std / std.max().clamp_min(1e-8)) * 2 - 1)
             labels.append("uncertainty")
-        write_image(out / f"{name}_grid.png", make_grid(columns, labels))
+        written["grid"] = paths["grid"]
+        write_image(paths["grid"], make_grid(columns, labels))
     if options.save_progress and frames:
-        write_gif(out / f"{name}_progress.gif", [f[b] for f in frames])
-    return paths
+        written["progress"] = paths["progress"]
+        write_gif(paths["progress"], [f[b] for f in frames])
+    return written
 
 
 COLUMNS = ["name", "status", "psnr", "ssim", "lpips", "seconds", "nfe", "sampler", "steps", "operator", "output", "error", "source"]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +25,7 @@ from operators.mri import read_kspace
 from restore.errors import RestoreError
 from restore.io import IMAGE_SUFFIXES, read_image, read_sinogram
 from restore.noise import GaussianNoise, NoNoise, simulate
+from restore.noise_level import estimate_sigma
 
 #: σ of the measurement noise on the [0, 1] scale when --noise-sigma is not given, as (simulated input,
 #: real measurement); None: estimated from each measurement. CT's σ is relative to each sinogram's maximum.
@@ -58,8 +60,9 @@ class Item:
     reference: Tensor | None = None  # (1, C, H, W) ground truth in [-1, 1]
     alpha: Tensor | None = None  # (1, H, W) alpha channel carried to the output
     bit_depth: int = 8
-    #: how the measurement is saved: "image" (a picture), "kspace" or "sinogram" (.npy arrays)
-    measurement_kind: str = "image"
+    #: a simulated measurement as the command reads it back — pixels (C, H, W) in [-1, 1] for a picture, a
+    #: NumPy array for k-space or a sinogram — so that it can be restored again; None for real measurements
+    saved_measurement: Tensor | np.ndarray | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -100,11 +103,19 @@ def references_from(reference: Path | None) -> References:
 
 def gaussian_noise(sigma01: float | None) -> GaussianNoise | NoNoise:
     """A noise model from a σ on the [0, 1] scale (None or 0: noiseless)."""
+    check_noise_sigma(sigma01)
     if sigma01 is None or sigma01 == 0:
         return NoNoise()
-    if sigma01 < 0:
-        raise RestoreError(f"--noise-sigma must be >= 0, got {sigma01}")
     return GaussianNoise(2 * sigma01)
+
+
+def check_noise_sigma(sigma01: float | None) -> None:
+    """σ is on the [0, 1] pixel scale: refuse what cannot be one (a 0–255 habit, inf, NaN, negative)."""
+    if sigma01 is None:
+        return
+    if not 0 <= sigma01 <= 1:  # NaN fails too
+        hint = f" (on 0–255 pixel values that is {sigma01 / 255:.3g} here)" if 1 < sigma01 <= 255 else ""
+        raise RestoreError(f"--noise-sigma is on the [0, 1] pixel scale, e.g. 0.025; got {sigma01}{hint}")
 
 
 def reference_for(path: Path | None, shape: tuple[int, ...]) -> Tensor | None:
@@ -145,7 +156,7 @@ def inpaint(mask: str, noise_sigma: float | None, reference: Path | None = None,
         x = image.pixels[None]
         y = simulate(x, op, noise, [index])
         ref = reference_for(references(path), shape) if references(path) else x
-        return Item(index, path.stem, path, y, op, noise, ref, image.alpha, image.bit_depth)
+        return Item(index, path.stem, path, y, op, noise, ref, image.alpha, image.bit_depth, y[0])
 
     return TaskSetup("inpaint", prepare, {"mask": mask, "invert_mask": invert, "noise": noise_sigma})
 
@@ -184,7 +195,7 @@ def image_task(
         ref_path = references(path)
         ref = reference_for(ref_path, op.in_shape) if ref_path else truth
         alpha = image.alpha if image.alpha is not None and tuple(image.alpha.shape[-2:]) == op.in_shape[1:] else None
-        return Item(index, path.stem, path, y, op, noise, ref, alpha, image.bit_depth)
+        return Item(index, path.stem, path, y, op, noise, ref, alpha, image.bit_depth, y[0] if simulate_input else None)
 
     return prepare
 
@@ -268,7 +279,9 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
             x = colorize_input(image.pixels)[None]
             op = operators.build(mask_spec(*x.shape[-2:], None), tuple(x.shape[1:]))
             y = simulate(x, op, noise, [index])
-            return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, "kspace")
+            # saved as the k-space of the [0, 1] image (centred, orthonormal), the form real k-space comes in
+            kspace = ((y + op.A(torch.ones_like(x))) / 2)[0].numpy()
+            return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, kspace)
         kspace, stored_mask = read_kspace(path)  # (coils, H, W) complex; fastMRI files may carry their mask
         if kspace.shape[0] != 1:
             raise RestoreError(f"{path.name}: multi-coil k-space ({kspace.shape[0]} coils) needs sensitivity maps; the command line takes single-coil k-space")
@@ -285,7 +298,7 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
         y = 2 * kspace[None].to(torch.complex64) / scale - op.A(ones)
         ref_path = references(path)
         ref = reference_for(ref_path, (1, height, width)) if ref_path else None
-        return Item(index, path.stem, path, y, op, noise, ref, None, 8, "kspace", {"scale": scale})
+        return Item(index, path.stem, path, y, op, noise, ref, None, 8, None, {"scale": scale})
 
     settings = {"mask": mask, "acceleration": acceleration, "center_lines": center_lines, "noise": noise_sigma,
                 "simulate": simulate_input}
@@ -304,6 +317,8 @@ def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, sim
     noise_sigma = noise_sigma_for("ct", noise_sigma, simulate_input)
     references = references_from(reference)
 
+    check_noise_sigma(noise_sigma)
+
     def noise_for(sinogram01: Tensor):
         sigma = (noise_sigma or 0.0) * float(sinogram01.abs().max())
         return GaussianNoise(2 * sigma) if sigma > 0 else NoNoise()
@@ -315,7 +330,8 @@ def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, sim
             op = operators.build(spec, tuple(x.shape[1:]))
             noise = noise_for(op.A((x + 1) / 2))
             y = simulate(x, op, noise, [index])
-            return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, "sinogram")
+            sinogram = ((y + op.A(torch.ones_like(x))) / 2)[0, 0].numpy()  # of the [0, 1] image, angles × detectors
+            return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, sinogram)
         sinogram = read_sinogram(path)  # (1, angles, detectors)
         if sinogram.shape[1] != angles:
             raise RestoreError(f"{path.name}: the sinogram has {sinogram.shape[1]} angles (rows), --angles says {angles}")
@@ -327,7 +343,7 @@ def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, sim
         # the sinogram of an image u in [0, 1]; the library's image is x = 2u - 1, so A x = 2 A u - A 1
         y = 2 * sinogram[None].float() - op.A(torch.ones((1, *op.in_shape)))
         noise = noise_for(sinogram)
-        return Item(index, path.stem, path, y, op, noise, ref, None, 8, "sinogram")
+        return Item(index, path.stem, path, y, op, noise, ref, None, 8)
 
     settings = {"angles": angles, "arc": arc, "size": size, "noise": noise_sigma, "simulate": simulate_input}
     return TaskSetup("ct", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy",))
@@ -347,10 +363,5 @@ def with_estimated_noise(prepare: Prepare) -> Prepare:
 
 
 def estimate_noise_sigma(pixels: Tensor) -> float:
-    """σ on the [0, 1] scale estimated from the image itself (wavelet MAD, scikit-image)."""
-    from skimage.restoration import estimate_sigma
-
-    image = ((pixels + 1) / 2).permute(1, 2, 0).double().numpy()
-    sigma = estimate_sigma(image, channel_axis=-1, average_sigmas=True)
-    sigma = float(sigma)
-    return float(sigma) if math.isfinite(sigma) else 0.0
+    """σ on the [0, 1] scale estimated from the image itself (wavelet MAD: restore.noise_level)."""
+    return estimate_sigma(pixels) / 2  # library pixels span [-1, 1], twice the [0, 1] scale

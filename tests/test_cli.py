@@ -51,7 +51,7 @@ def test_inpaint_folder_with_mask_spec_writes_outputs_and_reports(images, tiny_p
     for name in ("a", "b", "g"):
         restored = read_image(out / f"{name}.png")
         assert restored.pixels.shape == read_image(images / f"{name}.png").pixels.shape
-        assert (out / f"{name}_grid.png").is_file()
+        assert (out / "grid" / f"{name}.png").is_file()
     report = json.loads((out / "report.json").read_text())
     assert len(report["images"]) == 3 and all(r["status"] == "ok" for r in report["images"])
     assert report["images"][0]["sampler"] == "diffpir" and report["images"][0]["steps"] == 3
@@ -100,7 +100,7 @@ def test_image_tasks_simulate_and_report(images, tiny_prior, tmp_path, command):
     assert result.exit_code == 0, result.output
     row = json.loads(result.stdout)["images"][0]
     assert row["status"] == "ok" and np.isfinite(row["psnr"])
-    assert (out / "a_measurement.png").is_file()
+    assert (out / "measurement" / "a.png").is_file()
 
 
 def test_num_samples_write_samples_and_uncertainty(images, tiny_prior, tmp_path):
@@ -108,14 +108,14 @@ def test_num_samples_write_samples_and_uncertainty(images, tiny_prior, tmp_path)
     result = invoke("superres", images / "a.png", "--scale", "2", "--simulate", "--num-samples", "2", "--out", out,
                     *fast(tiny_prior), "--save-progress")
     assert result.exit_code == 0, result.output
-    for suffix in ("_sample1.png", "_sample2.png", "_std.png", "_progress.gif"):
-        assert (out / f"a{suffix}").is_file()
+    for side in ("samples/1/a.png", "samples/2/a.png", "std/a.png", "std/a.npy", "progress/a.gif"):
+        assert (out / side).is_file(), side
 
 
 def test_mri_and_ct_simulated(images, tiny_prior, tmp_path):
     result = invoke("mri", images / "g.png", "--simulate", "--acceleration", "2", "--out", tmp_path / "m", *fast(tiny_prior), "--json")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "m" / "g_measurement.npy").is_file()
+    assert (tmp_path / "m" / "measurement" / "g.npy").is_file()
     result = invoke("ct", images / "g.png", "--simulate", "--angles", "8", "--out", tmp_path / "c", *fast(tiny_prior), "--json")
     assert result.exit_code == 0, result.output
 
@@ -184,7 +184,7 @@ def test_failing_image_in_folder_is_reported_and_run_goes_on(images, tiny_prior,
 
 def test_never_overwrites_an_input(images, tiny_prior):
     result = invoke("inpaint", images, "--mask", "box:4", "--out", images, *fast(tiny_prior))
-    assert result.exit_code == 1 and "overwrite the input" in result.output
+    assert result.exit_code == 1 and "folder restore reads from" in result.output and "overwrite" in result.output
 
 
 def test_sample_data_is_complete():

@@ -28,7 +28,11 @@ Following the official ``algos/reddiff.py``:
 * the result is μ itself, not clamped (the official code clamps only when saving images).
 
 The data gradient is A_adjoint(A μ - y) (real part for complex measurements: the gradient of the
-real objective with respect to a real μ), so any operator works. NFE = steps.
+real objective with respect to a real μ), so any linear operator works. A nonlinear operator
+(``operator.linear`` False, e.g. JPEG) has no adjoint or proximal step: its data gradient is the
+autograd gradient of ½‖A(μ) - y‖² (|·|² for complex residuals; for a linear A the same Aᵀ(Aμ - y)),
+and μ starts from the operator's own inverse ``operator.pinv(y)`` (JPEG: the decoder) where it has
+one, else from zeros. NFE = steps.
 """
 
 from __future__ import annotations
@@ -77,12 +81,36 @@ class REDDiffParams:
                 f"reddiff needs two adam_betas in [0, 1) and adam_eps > 0, got {self.adam_betas}, {self.adam_eps}")
 
 
+def start(operator, y: Tensor, shape: tuple[int, ...], noise) -> Tensor:
+    """μ's start: (AᵀA + ρI)⁻¹Aᵀy for a linear operator; a nonlinear one's ``pinv(y)`` if it has one, else zeros."""
+    zeros = torch.zeros(shape, dtype=y.real.dtype, device=y.device)
+    if operator.linear:
+        return operator.prox_l2(zeros, y, max(gaussian_sigma(noise) ** 2, 1e-3)).detach()
+    if hasattr(operator, "pinv"):
+        return operator.pinv(y).to(dtype=zeros.dtype).reshape(shape).detach()
+    return zeros
+
+
+def data_gradient(operator, y: Tensor, mu: Tensor) -> Tensor:
+    """∇_μ ½‖A(μ) - y‖²: Aᵀ(Aμ - y) by the adjoint (linear operators), by autograd otherwise."""
+    if operator.linear:
+        grad = operator.A_adjoint(operator.A(mu) - y)
+        return grad.real if grad.is_complex() else grad
+    with torch.enable_grad():
+        x = mu.detach().requires_grad_(True)
+        r = operator.A(x) - y
+        loss = 0.5 * (r.abs() if r.is_complex() else r).pow(2).sum()
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
 def reddiff(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generators = None,
             callback: Callback | None = None, params: REDDiffParams | None = None) -> Tensor:
     """RED-Diff, Mardani et al. 2024 (Algorithm 1; official ``algos/reddiff.py``).
 
     A MAP-like optimiser of μ with Adam, one network evaluation per step and no backpropagation
-    through the network; deterministic apart from the ε drawn at every step. Any operator.
+    through the network; deterministic apart from the ε drawn at every step. Any operator, linear or
+    differentiable nonlinear.
     """
     p = params or REDDiffParams()
     check_steps("reddiff", steps, denoiser)
@@ -96,8 +124,7 @@ def reddiff(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
     hint = (f"the learning rate lr={p.lr:g} or lam={p.lam:g} is probably too large, "
             "or the denoiser returned NaN/Inf")
 
-    start = torch.zeros(shape, dtype=y.real.dtype, device=y.device)
-    mu = operator.prox_l2(start, y, max(gaussian_sigma(noise) ** 2, 1e-3)).detach()  # (AᵀA + ρI)⁻¹Aᵀy
+    mu = start(operator, y, shape, noise)
     m1 = torch.zeros_like(mu)  # Adam's first and second moments
     m2 = torch.zeros_like(mu)
     for i, t, a_t, _ in grid.steps():
@@ -105,8 +132,7 @@ def reddiff(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
         x_t = a_t**0.5 * mu + (1 - a_t) ** 0.5 * eps
         eps_hat = denoiser.eps(x_t, t).detach()
 
-        data_grad = operator.A_adjoint(operator.A(mu) - y)
-        data_grad = data_grad.real if data_grad.is_complex() else data_grad
+        data_grad = data_gradient(operator, y, mu)
         w_t = p.lam * weight(math.sqrt((1 - a_t) / a_t))
         grad = p.obs_weight * data_grad.reshape(shape) / m + w_t * (eps_hat - eps) / n
 

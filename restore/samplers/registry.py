@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from restore.errors import RestoreError
-from restore.samplers import ddnm, ddrm, diffpir, dpir, dps, pigdm, reddiff
+from restore.samplers import daps, ddnm, ddrm, diffpir, dpir, dps, pigdm, reddiff
 from restore.samplers.base import Sampler
 
 
@@ -44,9 +44,12 @@ SAMPLERS: dict[str, SamplerInfo] = {info.name: info for info in (
                       "ICLR 2023"),
     SamplerInfo("pigdm", pigdm.pigdm, pigdm.PiGDMParams, backprop_network=True,
                 paper="Song, Vahdat, Mardani, Kautz. Pseudoinverse-Guided Diffusion Models for Inverse Problems. ICLR 2023"),
-    SamplerInfo("reddiff", reddiff.reddiff, reddiff.REDDiffParams,
+    SamplerInfo("reddiff", reddiff.reddiff, reddiff.REDDiffParams, needs_linear=False,
                 paper="Mardani, Song, Kautz, Vahdat. A Variational Perspective on Solving Inverse Problems with "
                       "Diffusion Models. ICLR 2024"),
+    SamplerInfo("daps", daps.daps, daps.DAPSParams, needs_linear=False, nfe=daps.daps_nfe,
+                paper="Zhang, Chu, Berner, Meng, Anandkumar, Song. Improving Diffusion Inverse Problem "
+                      "Solving with Decoupled Noise Annealing. CVPR 2025"),
 )}
 
 

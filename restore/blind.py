@@ -1,0 +1,437 @@
+"""Blind deblurring: estimate an unknown blur kernel and the image together.
+
+DRAFT — docstring completed below once the method is settled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from restore.errors import RestoreError
+from restore.prior.schedule import timestep_for_sigma
+from restore.samplers.dpir import dihedral, dihedral_inverse
+
+#: σ floor (library units) of the data-step weights: noiseless inputs stay finite
+SIGMA_FLOOR = 0.002
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise RestoreError(message)
+
+
+@dataclass(frozen=True)
+class BlindParams:
+    """Hyperparameters of :func:`estimate_kernel` and :func:`blind_deblur`."""
+
+    #: ratio of image scales between pyramid levels (coarse to fine)
+    level_ratio: float = math.sqrt(2)
+    #: kernel support (px) at the coarsest level; the number of levels follows from it
+    coarsest_kernel: int = 5
+    #: EM iterations (E-step + M-step) per level
+    iterations: int = 6
+    #: denoiser evaluations per E-step (a short DPIR ladder)
+    estep_steps: int = 4
+    #: σ (library units) the E-step ladder starts at, at the finest level (coarser levels scale it)
+    estep_sigma_max: float = 0.2
+    #: λ of the E-step's data weight ρ = λ σ_n² / σ²
+    estep_lam: float = 0.4
+    #: weight of the E-step's posterior variance in the M-step (0: plug-in x̂, 1: the EM expectation)
+    variance_weight: float = 1.0
+    #: Tikhonov weight γ of the kernel, relative to the mean gradient energy per pixel
+    kernel_reg: float = 0.01
+    #: kernel entries below this fraction of the maximum are pruned after each M-step
+    prune: float = 0.05
+    #: projected-gradient iterations of each M-step
+    kernel_iters: int = 100
+    #: final non-blind restoration: DPIR steps and λ
+    final_steps: int = 16
+    final_lam: float = 0.4
+    #: estimate the kernel on the luminance rather than on all channels
+    luminance: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.level_ratio > 1 and math.isfinite(self.level_ratio), f"level_ratio must be a finite number > 1, got {self.level_ratio}")
+        _require(_is_int(self.coarsest_kernel) and self.coarsest_kernel >= 3 and self.coarsest_kernel % 2 == 1,
+                 f"coarsest_kernel must be an odd integer >= 3, got {self.coarsest_kernel!r}")
+        for name in ("iterations", "estep_steps", "kernel_iters", "final_steps"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("estep_sigma_max", "estep_lam", "final_lam"):
+            value = getattr(self, name)
+            _require(value > 0 and math.isfinite(value), f"{name} must be a finite number > 0, got {value}")
+        _require(self.variance_weight >= 0 and math.isfinite(self.variance_weight), f"variance_weight must be >= 0, got {self.variance_weight}")
+        _require(self.kernel_reg >= 0 and math.isfinite(self.kernel_reg), f"kernel_reg must be >= 0, got {self.kernel_reg}")
+        _require(0 <= self.prune < 1, f"prune must be in [0, 1), got {self.prune}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fourier-domain helpers (circular convolution, the library's convention: kernel centre at s // 2).
+
+
+def _transfer(kernel: Tensor, h: int, w: int) -> Tensor:
+    """rfft2 of a (kh, kw) kernel placed with its centre at pixel (0, 0) of an h × w grid: (h, w // 2 + 1)."""
+    kh, kw = kernel.shape
+    psf = kernel.new_zeros(h, w)
+    psf[:kh, :kw] = kernel
+    return torch.fft.rfft2(torch.roll(psf, (-(kh // 2), -(kw // 2)), dims=(0, 1)))
+
+
+def _gradient_weight(h: int, w: int, dtype=torch.float64) -> Tensor:
+    """|D_h|² + |D_v|² of the circular forward differences, on the rfft2 half-plane (h, w // 2 + 1)."""
+    fy = torch.fft.fftfreq(h, dtype=dtype)[:, None]
+    fx = torch.fft.rfftfreq(w, dtype=dtype)[None, :]
+    return (2 - 2 * torch.cos(2 * math.pi * fx)) + (2 - 2 * torch.cos(2 * math.pi * fy))
+
+
+def _band_window(n_full: int, n: int, dtype) -> Tensor:
+    """Taper (length n, fftfreq order) of the band kept when a signal of n_full samples is resampled to n."""
+    if n >= n_full:
+        return torch.ones(n, dtype=dtype)
+    f = torch.fft.fftfreq(n, dtype=dtype).abs() * 2  # 0 .. 1 at the new Nyquist
+    edge = 0.7
+    ramp = ((f - edge) / (1 - edge)).clamp(0, 1)
+    return torch.cos(0.5 * math.pi * ramp) ** 2
+
+
+def _fourier_resize(x: Tensor, h: int, w: int) -> Tensor:
+    """Periodic downsampling of (..., H, W) images to (h, w) by a tapered crop of the spectrum (mean preserved).
+
+    A circular blur of the image stays an exact circular blur of the downsampled image, by the
+    band-limited kernel (see :func:`_level_kernel`), so every level of the pyramid is the same model.
+    """
+    big_h, big_w = x.shape[-2:]
+    spectrum = torch.fft.fft2(x.double())
+    rows = _band_indices(big_h, h)
+    cols = _band_indices(big_w, w)
+    cropped = spectrum[..., rows[:, None], cols[None, :]]
+    window = _band_window(big_h, h, torch.float64)[:, None] * _band_window(big_w, w, torch.float64)[None, :]
+    out = torch.fft.ifft2(cropped * window).real * (h * w / (big_h * big_w))
+    return out.to(x.dtype)
+
+
+def _band_indices(n_full: int, n: int) -> Tensor:
+    """Indices (fftfreq order) into a length-n_full spectrum of the n lowest frequencies."""
+    k = torch.fft.fftfreq(n) * n  # signed integer frequencies of the small grid
+    return (k.round().long() % n_full)
+
+
+def _noise_gain(big: tuple[int, int], small: tuple[int, int]) -> float:
+    """Standard deviation of white unit noise after :func:`_fourier_resize` from ``big`` to ``small``."""
+    window = _band_window(big[0], small[0], torch.float64)[:, None] * _band_window(big[1], small[1], torch.float64)[None, :]
+    return math.sqrt(small[0] * small[1] / (big[0] * big[1]) * float((window**2).mean()))
+
+
+def _resample_kernel(kernel: Tensor, size: int, scale: tuple[float, float]) -> Tensor:
+    """A kernel on an odd ``size`` grid whose value at offset u (from the centre) is kernel(u / scale), bilinear, sum 1."""
+    kh, kw = kernel.shape
+    offsets = torch.arange(size, dtype=torch.float64) - size // 2
+    src_y = offsets / scale[0] + kh // 2
+    src_x = offsets / scale[1] + kw // 2
+    # grid_sample coordinates in [-1, 1] with align_corners=True: pixel i at -1 + 2 i / (n - 1)
+    gy = (2 * src_y / max(kh - 1, 1) - 1)[:, None].expand(size, size)
+    gx = (2 * src_x / max(kw - 1, 1) - 1)[None, :].expand(size, size)
+    grid = torch.stack([gx, gy], dim=-1)[None].to(kernel.dtype)
+    out = F.grid_sample(kernel[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0]
+    out = out.clamp_min(0)
+    total = out.sum()
+    return out / total if total > 0 else _delta(size, kernel.dtype)
+
+
+def _delta(size: int, dtype=torch.float64) -> Tensor:
+    k = torch.zeros(size, size, dtype=dtype)
+    k[size // 2, size // 2] = 1
+    return k
+
+
+def _gaussian(size: int, std: float, dtype=torch.float64) -> Tensor:
+    t = torch.arange(size, dtype=dtype) - size // 2
+    g = torch.exp(-0.5 * (t / std) ** 2)
+    k = g[:, None] * g[None, :]
+    return k / k.sum()
+
+
+def _centre_shift(kernel: Tensor) -> tuple[int, int]:
+    """The integer offset of the kernel's centroid from the grid centre."""
+    kh, kw = kernel.shape
+    total = kernel.sum()
+    cy = (kernel.sum(dim=1) * torch.arange(kh, dtype=kernel.dtype)).sum() / total - kh // 2
+    cx = (kernel.sum(dim=0) * torch.arange(kw, dtype=kernel.dtype)).sum() / total - kw // 2
+    return int(round(float(cy))), int(round(float(cx)))
+
+
+def _shift_kernel(kernel: Tensor, dy: int, dx: int) -> Tensor:
+    """The kernel moved by (-dy, -dx) on its grid, zero filled (mass pushed off the grid is dropped)."""
+    kh, kw = kernel.shape
+    out = torch.zeros_like(kernel)
+    ys, yd = slice(max(dy, 0), kh + min(dy, 0)), slice(max(-dy, 0), kh + min(-dy, 0))
+    xs, xd = slice(max(dx, 0), kw + min(dx, 0)), slice(max(-dx, 0), kw + min(-dx, 0))
+    out[yd, xd] = kernel[ys, xs]
+    return out
+
+
+def _project(kernel: Tensor, prune: float) -> Tensor:
+    """Non-negative, small entries (below ``prune`` × max) removed, sum 1."""
+    k = kernel.clamp_min(0)
+    if prune > 0 and k.max() > 0:
+        k = torch.where(k >= prune * k.max(), k, torch.zeros_like(k))
+    total = k.sum()
+    return k / total if total > 0 else _delta(kernel.shape[0], kernel.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# M-step: constrained least squares for the kernel on image gradients.
+
+
+class _Support:
+    """Offsets of a size × size kernel support on an h × w periodic grid, and gathers of the Gram matrix."""
+
+    def __init__(self, size: int, h: int, w: int) -> None:
+        r = size // 2
+        oy, ox = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+        self.size, self.h, self.w = size, h, w
+        self.oy, self.ox = oy.reshape(-1), ox.reshape(-1)
+        self.flat = (self.oy % h) * w + (self.ox % w)
+        self.diff = ((self.oy[None, :] - self.oy[:, None]) % h) * w + ((self.ox[None, :] - self.ox[:, None]) % w)
+
+
+def _kernel_step(power: Tensor, cross: Tensor, support: _Support, init: Tensor, reg: float, iters: int) -> Tensor:
+    """argmin_{k >= 0 on the support} Σ_n |(k * x)(n) - y(n)|² + γ ‖k‖², from the spectra of x and y.
+
+    ``power`` = Σ |X|² (plus the E-step's variance) and ``cross`` = Σ conj(X) Y, both already weighted by
+    the gradient filter |D_h|² + |D_v|² (so the fit is on image gradients), on the rfft2 half-plane.
+    The quadratic has the Gram matrix M[a, b] = R[b - a], R the autocorrelation irfft2(power) — a
+    Toeplitz block of a circulant whose eigenvalues are ``power``, which bounds the step size — and
+    the linear term c = irfft2(cross) on the support. γ is relative to R[0], the gradient energy.
+    Solved by accelerated projected gradient (FISTA with non-negativity), started from ``init``.
+    """
+    h, w = support.h, support.w
+    autocorr = torch.fft.irfft2(power, s=(h, w)).reshape(-1)
+    corr = torch.fft.irfft2(cross, s=(h, w)).reshape(-1)
+    scale = autocorr[0].clamp_min(1e-30)
+    gram = autocorr[support.diff] / scale
+    rhs = corr[support.flat] / scale
+    lipschitz = float(power.max() / scale) + reg
+    step = 1.0 / lipschitz
+    k = init.reshape(-1).clone()
+    prev, momentum = k, 1.0
+    for _ in range(iters):
+        grad = gram @ k - rhs + reg * k
+        nxt = (k - step * grad).clamp_min(0)
+        m_next = (1 + math.sqrt(1 + 4 * momentum**2)) / 2
+        k = nxt + ((momentum - 1) / m_next) * (nxt - prev)
+        prev, momentum = nxt, m_next
+    return prev.reshape(support.size, support.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pyramid.
+
+
+@dataclass(frozen=True)
+class _Level:
+    shape: tuple[int, int]  # image (h, w) at this level
+    kernel_size: int
+    scale: tuple[float, float]  # (h / H, w / W)
+    noise_gain: float
+
+
+def _odd(value: float) -> int:
+    return max(3, 2 * int(round((value - 1) / 2)) + 1)
+
+
+def _pyramid(shape: tuple[int, int], size: int, ratio: float, coarsest: int) -> list[_Level]:
+    """Levels coarse to fine: kernel supports from about ``coarsest`` px up to ``size``, images at least 24 px."""
+    big_h, big_w = shape
+    count = 1 + max(0, int(round(math.log(size / coarsest) / math.log(ratio)))) if size > coarsest else 1
+    levels = []
+    for i in range(count - 1, -1, -1):
+        s = ratio ** (-i)
+        h, w = max(1, int(round(big_h * s))), max(1, int(round(big_w * s)))
+        k = size if i == 0 else min(_odd(size * s), size)
+        if i > 0 and (min(h, w) < 24 or k >= min(h, w) // 2):
+            continue
+        gain = 1.0 if i == 0 else _noise_gain((big_h, big_w), (h, w))
+        levels.append(_Level((h, w), k, (h / big_h, w / big_w), gain))
+    return levels
+
+
+def _level_image(y: Tensor, level: _Level) -> Tensor:
+    return y if level.scale == (1.0, 1.0) else _fourier_resize(y, *level.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks.
+
+
+def _check_inputs(y: Tensor, size, noise_sigma) -> Tensor:
+    """y as (1, C, H, W); RestoreError for a bad shape, kernel size or noise level."""
+    if not isinstance(y, Tensor) or y.dim() not in (3, 4) or (y.dim() == 4 and y.shape[0] != 1):
+        raise RestoreError(f"blind deblurring takes one image, (C, H, W) or (1, C, H, W); got shape {tuple(getattr(y, 'shape', ()))}")
+    y = y if y.dim() == 4 else y[None]
+    h, w = y.shape[-2:]
+    if not _is_int(size) or size < 3 or size % 2 == 0:
+        raise RestoreError(f"the kernel size must be an odd integer >= 3, got {size!r}")
+    if 2 * size > min(h, w):
+        raise RestoreError(f"a {size}x{size} kernel needs an image of at least {2 * size} px a side, got {w}x{h}")
+    if not (isinstance(noise_sigma, int | float) and noise_sigma >= 0 and math.isfinite(noise_sigma)):
+        raise RestoreError(f"noise_sigma must be a finite number >= 0 (library units), got {noise_sigma!r}")
+    if not torch.isfinite(y).all():
+        raise RestoreError("the blurry image has NaN or infinite values")
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# The diffusion-prior EM.
+
+
+def _denoise(denoiser, x: Tensor, sigma: float, turn: int) -> Tensor:
+    """x̂0 of the diffusion prior for x = image + N(0, σ²), on the ``turn``-th dihedral view (turned back)."""
+    t = timestep_for_sigma(denoiser.alphas_cumprod, sigma).float()
+    a = denoiser.alpha_bar(t, x).sqrt()
+    return dihedral_inverse(denoiser.denoise(dihedral(a * x, turn), t), turn)
+
+
+def _ladder(top: float, bottom: float, steps: int) -> list[float]:
+    top = max(top, bottom)
+    if steps == 1:
+        return [bottom]
+    return torch.logspace(math.log10(top), math.log10(bottom), steps, dtype=torch.float64).tolist()
+
+
+def _estep(denoiser, y: Tensor, y_spec: Tensor, K: Tensor, z: Tensor | None, sigma_n: float,
+           p: BlindParams, turn: int) -> tuple[Tensor, float]:
+    """A short DPIR ladder (HQS: Fourier data step, denoiser prior step) with kernel transfer K.
+
+    Returns the last prior step's x̂ and the last data step's weight ρ.
+    """
+    h, w = y.shape[-2:]
+    sigma = max(sigma_n, SIGMA_FLOOR)
+    power = K.abs() ** 2
+    num = K.conj() * y_spec
+    if z is None:
+        z = torch.zeros_like(y)
+    rho = p.estep_lam
+    for i, s in enumerate(_ladder(p.estep_sigma_max, sigma, p.estep_steps)):
+        rho = p.estep_lam * sigma**2 / s**2
+        x = torch.fft.irfft2((num + rho * torch.fft.rfft2(z.double())) / (power + rho), s=(h, w))
+        x = x.clamp(-1, 1).to(y.dtype)
+        z = _denoise(denoiser, x, s, turn + i).detach()
+    return z, rho
+
+
+def _em_level(denoiser, y: Tensor, kernel: Tensor, z: Tensor | None, sigma_n: float, p: BlindParams,
+              turn: int) -> tuple[Tensor, Tensor, int]:
+    """EM iterations at one pyramid level: E-step (DPIR with the current kernel), M-step (kernel LS)."""
+    h, w = y.shape[-2:]
+    size = kernel.shape[0]
+    support = _Support(size, h, w)
+    y64 = y.double()
+    y_spec = torch.fft.rfft2(y64)[0]
+    weight = _gradient_weight(h, w)
+    data = _for_kernel(y64, p)
+    data_spec = torch.fft.rfft2(data)[0]
+    channels = data.shape[1]
+    sigma = max(sigma_n, SIGMA_FLOOR)
+    for _ in range(p.iterations):
+        K = _transfer(kernel, h, w)
+        z, rho = _estep(denoiser, y, y_spec, K, z, sigma_n, p, turn)
+        turn += p.estep_steps
+        z_spec = torch.fft.rfft2(_for_kernel(z.double(), p))[0]
+        power = (z_spec.abs() ** 2).sum(dim=0)
+        if p.variance_weight > 0:
+            # E|X - X̂|² of the last data step's Gaussian posterior (prior N(z, σ²/ρ)), unnormalised FFT units
+            power = power + p.variance_weight * channels * h * w * sigma**2 / (K.abs() ** 2 + rho)
+        cross = (z_spec.conj() * data_spec).sum(dim=0)
+        kernel = _kernel_step(weight * power, weight * cross, support, kernel, p.kernel_reg, p.kernel_iters)
+        kernel = _project(kernel, p.prune)
+        dy, dx = _centre_shift(kernel)
+        if dy or dx:
+            kernel = _shift_kernel(kernel, dy, dx)
+            z = torch.roll(z, (dy, dx), dims=(-2, -1))
+    return kernel, z, turn
+
+
+def _for_kernel(x: Tensor, p: BlindParams) -> Tensor:
+    """The channels the kernel is fitted on: all, or the luminance."""
+    if p.luminance and x.shape[1] == 3:
+        weights = torch.tensor((0.299, 0.587, 0.114), dtype=x.dtype)
+        return (x * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    return x
+
+
+def estimate_kernel(y: Tensor, denoiser, size: int = 31, *, noise_sigma: float, generator: torch.Generator | None = None,
+                    params: BlindParams = BlindParams()) -> Tensor:
+    """The (size, size) blur kernel (float64, non-negative, sum 1, centroid at the centre) of a blurry image.
+
+    ``y``: (1, C, H, W) or (C, H, W) in [-1, 1], blurred circularly by one kernel for all channels;
+    ``noise_sigma``: its Gaussian noise σ in library units (twice the [0, 1]-scale value).
+    """
+    y = _check_inputs(y, size, noise_sigma)
+    p = params
+    levels = _pyramid(tuple(y.shape[-2:]), size, p.level_ratio, p.coarsest_kernel)
+    kernel, z, turn = None, None, 0
+    previous = None
+    with torch.no_grad():
+        for level in levels:
+            y_level = _level_image(y.float(), level)
+            if kernel is None:
+                kernel = _gaussian(level.kernel_size, 0.5)
+            else:
+                ratio = (level.scale[0] / previous.scale[0], level.scale[1] / previous.scale[1])
+                kernel = _project(_resample_kernel(kernel, level.kernel_size, ratio), 0.0)
+                z = F.interpolate(z, size=level.shape, mode="bilinear", align_corners=False)
+            kernel, z, turn = _em_level(denoiser, y_level, kernel, z, noise_sigma * level.noise_gain, p, turn)
+            previous = level
+    dy, dx = _centre_shift(kernel)
+    return _shift_kernel(kernel, dy, dx) if (dy or dx) else kernel
+
+
+def blind_deblur(y: Tensor, denoiser, size: int = 31, *, noise_sigma: float, generator: torch.Generator | None = None,
+                 params: BlindParams = BlindParams()) -> tuple[Tensor, Tensor]:
+    """(x̂, kernel): the kernel of :func:`estimate_kernel`, then non-blind DPIR with it (``final_steps``, ``final_lam``).
+
+    x̂ has y's shape as (1, C, H, W); the kernel is float64 (size, size).
+    """
+    y4 = _check_inputs(y, size, noise_sigma)
+    kernel = estimate_kernel(y4, denoiser, size, noise_sigma=noise_sigma, generator=generator, params=params)
+    return restore_with_kernel(y4, denoiser, kernel, noise_sigma=noise_sigma, params=params), kernel
+
+
+def restore_with_kernel(y: Tensor, denoiser, kernel: Tensor, *, noise_sigma: float, params: BlindParams = BlindParams()) -> Tensor:
+    """Non-blind DPIR (circular blur by ``kernel``) with the final settings of ``params``."""
+    from operators.blur import make_blur
+    from restore.noise import GaussianNoise
+    from restore.samplers.dpir import DPIRParams, dpir
+
+    op = make_blur(kernel, tuple(y.shape[1:]), "circular").to(y.dtype)
+    with torch.no_grad():
+        return dpir(denoiser, op, y, noise=GaussianNoise(noise_sigma), steps=params.final_steps,
+                    params=DPIRParams(lam=params.final_lam))
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def kernel_ncc(estimated: Tensor, true: Tensor) -> float:
+    """Max over integer shifts of Σ a·b / (‖a‖ ‖b‖) for two 2-D kernels zero-padded to a common size."""
+    a = torch.as_tensor(estimated, dtype=torch.float64)
+    b = torch.as_tensor(true, dtype=torch.float64)
+    if a.dim() != 2 or b.dim() != 2:
+        raise RestoreError(f"kernel_ncc takes two 2-D kernels, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    norm = a.norm() * b.norm()
+    if norm == 0:
+        return 0.0
+    h, w = a.shape[0] + b.shape[0] - 1, a.shape[1] + b.shape[1] - 1  # every shift with overlap, no wrap-around
+    corr = torch.fft.irfft2(torch.fft.rfft2(a, s=(h, w)) * torch.fft.rfft2(b, s=(h, w)).conj(), s=(h, w))
+    return float(corr.max() / norm)
