@@ -184,9 +184,7 @@ def run_task(setup, images: str, options: TaskOptions) -> None:
     make_plan(setup.task, request)  # names, samples and hyperparameter values fail before the prior loads
     out = options.out or runner.default_out(images)
     quiet = options.quiet or options.json_out
-    with console.status("loading prior", spinner="dots") if not quiet else contextlib.nullcontext():
-        denoiser = api.load_denoiser(options.prior, options.device, options.precision,
-                                     compile_mode="auto" if options.compile_network else None)
+    denoiser = load_prior(options.prior, options.device, options.precision, options.compile_network, quiet)
     lpips = load_lpips(denoiser, quiet)
     device = denoiser.alphas_cumprod.device
     settings = {"prior": options.prior, "device": device.type, "precision": api.resolve_precision(options.precision, device),
@@ -195,6 +193,18 @@ def run_task(setup, images: str, options: TaskOptions) -> None:
                                     options.save_grid, options.save_progress)
     records = run_with_progress(inputs, setup.prepare, denoiser, run_options, lpips, quiet)
     finish(records, out, quiet, options.json_out)
+
+
+def load_prior(prior: str, device: str, precision: str, compile_network: bool, quiet: bool):
+    """The prior as a denoiser (with a spinner), and a warning when its own record says it is barely trained."""
+    from restore import api
+    from restore.prior.registry import training_warning
+
+    with console.status("loading prior", spinner="dots") if not quiet else contextlib.nullcontext():
+        denoiser = api.load_denoiser(prior, device, precision, compile_mode="auto" if compile_network else None)
+    if warning := training_warning(denoiser):
+        say(f"{prior}: {warning}", "warning", "yellow")
+    return denoiser
 
 
 def load_lpips(denoiser, quiet: bool):
@@ -421,8 +431,7 @@ def bench(
     methods = suite.parse_methods(samplers, baselines, samples)
     files = list_images(images)[:limit]
     quiet = quiet or json_out
-    with console.status("loading prior", spinner="dots") if not quiet else contextlib.nullcontext():
-        denoiser = api.load_denoiser(prior, device, precision, compile_mode="auto" if compile_network else None)
+    denoiser = load_prior(prior, device, precision, compile_network, quiet)
     settings = {"images": str(images.resolve()), "prior": prior, "prior_info": getattr(denoiser, "info", {}),
                 "precision": api.resolve_precision(precision, api.resolve_device(device)), "size": size, "seed": seed,
                 "steps": steps}
@@ -527,7 +536,7 @@ def priors_verify() -> None:
     bad = 0
     for entry in registry.PRIORS.values():
         status = registry.verify(entry)
-        bad += not (status.startswith("ok") or status == "missing")
+        bad += not (status == "ok" or status == "missing" or status.startswith("unverified"))
         say(f"{entry.name:14} {status}")
     if bad:
         raise typer.Exit(1)
@@ -571,8 +580,7 @@ def train(
     config = train_config(channels=channels, channel_mult=channel_mult, res_blocks=res_blocks, crop=crop, scales=scales,
                           batch_size=batch_size, lr=lr, seed=seed, low_t_fraction=low_t_fraction, low_t_max=low_t_max,
                           loss_weight=loss_weight, anneal_end=anneal_to or 0)
-    check_request(config, minutes, anneal, steps)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_request(config, minutes, anneal, steps, out, images)
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=quiet) as bars:

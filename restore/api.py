@@ -68,6 +68,7 @@ def load_denoiser(prior: str = "default", device: str = "auto", precision: str =
     return load_prior(prior, device=str(dev), precision=resolve_precision(precision, dev), compile_mode=compile_mode)
 
 
+
 def prepare_network_device(dev: torch.device, compile_mode: str | None = None) -> str | None:
     """Allow TF32 on a GPU and resolve ``compile_mode`` "auto" (CUDA graphs on a GPU, plain compile on CPU)."""
     if dev.type == "cuda":

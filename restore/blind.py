@@ -41,8 +41,10 @@ class BlindParams:
     estep_sigma_max: float = 0.2
     #: λ of the E-step's data weight ρ = λ σ_n² / σ²
     estep_lam: float = 0.4
-    #: weight of the E-step's posterior variance in the M-step (0: plug-in x̂, 1: the EM expectation)
-    variance_weight: float = 1.0
+    #: start each E-step from the previous x̂ (else from zero, a fresh DPIR run)
+    warm_start: bool = True
+    #: fraction of pixels (largest gradient magnitude of x̂) whose gradients the M-step fits
+    edge_fraction: float = 0.05
     #: Tikhonov weight γ of the kernel, relative to the mean gradient energy per pixel
     kernel_reg: float = 0.01
     #: kernel entries below this fraction of the maximum are pruned after each M-step
@@ -65,7 +67,7 @@ class BlindParams:
         for name in ("estep_sigma_max", "estep_lam", "final_lam"):
             value = getattr(self, name)
             _require(value > 0 and math.isfinite(value), f"{name} must be a finite number > 0, got {value}")
-        _require(self.variance_weight >= 0 and math.isfinite(self.variance_weight), f"variance_weight must be >= 0, got {self.variance_weight}")
+        _require(0 < self.edge_fraction <= 1, f"edge_fraction must be in (0, 1], got {self.edge_fraction}")
         _require(self.kernel_reg >= 0 and math.isfinite(self.kernel_reg), f"kernel_reg must be >= 0, got {self.kernel_reg}")
         _require(0 <= self.prune < 1, f"prune must be in [0, 1), got {self.prune}")
 
@@ -145,6 +147,20 @@ def _resample_kernel(kernel: Tensor, size: int, scale: tuple[float, float]) -> T
     out = out.clamp_min(0)
     total = out.sum()
     return out / total if total > 0 else _delta(size, kernel.dtype)
+
+
+def _level_kernel(kernel: Tensor, size: int, big: tuple[int, int], small: tuple[int, int]) -> Tensor:
+    """The kernel of the circular blur that ``kernel`` becomes at a pyramid level: its transfer function
+    restricted to the kept band (the exact model of :func:`_fourier_resize`), cut to the odd ``size``
+    support and projected (non-negative, sum 1)."""
+    K = _transfer(kernel.double(), *big)
+    full = torch.fft.irfft2(K, s=big)  # the kernel centred at (0, 0) of the big grid
+    spectrum = torch.fft.fft2(full)
+    rows, cols = _band_indices(big[0], small[0]), _band_indices(big[1], small[1])
+    small_kernel = torch.fft.ifft2(spectrum[rows[:, None], cols[None, :]]).real * (small[0] * small[1] / (big[0] * big[1]))
+    r = size // 2
+    cut = torch.roll(small_kernel, (r, r), dims=(0, 1))[:size, :size]
+    return _project(cut, 0.0)
 
 
 def _delta(size: int, dtype=torch.float64) -> Tensor:
@@ -329,31 +345,43 @@ def _estep(denoiser, y: Tensor, y_spec: Tensor, K: Tensor, z: Tensor | None, sig
     return z, rho
 
 
+def _gradients(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Circular forward differences (horizontal, vertical) of (B, C, H, W) images."""
+    return x - torch.roll(x, 1, dims=-1), x - torch.roll(x, 1, dims=-2)
+
+
+def _salient(gx: Tensor, gy: Tensor, fraction: float) -> tuple[Tensor, Tensor]:
+    """The gradients whose magnitude (over channels) is among the top ``fraction`` of pixels; the rest set to 0."""
+    magnitude = (gx**2 + gy**2).sum(dim=1, keepdim=True)
+    flat = magnitude.flatten()
+    keep = max(1, int(round(fraction * flat.numel())))
+    threshold = flat.kthvalue(flat.numel() - keep + 1).values
+    mask = (magnitude >= threshold).to(gx.dtype)
+    return gx * mask, gy * mask
+
+
+def _kernel_from_edges(z: Tensor, y_grads: tuple[Tensor, Tensor], support: _Support, kernel: Tensor, p: BlindParams) -> Tensor:
+    """M-step: the kernel that best maps the salient gradients of x̂ to the gradients of y, projected."""
+    gx, gy = _salient(*_gradients(_for_kernel(z.double(), p)), p.edge_fraction)
+    sx, sy = torch.fft.rfft2(gx)[0], torch.fft.rfft2(gy)[0]
+    tx, ty = (torch.fft.rfft2(g)[0] for g in y_grads)
+    power = (sx.abs() ** 2 + sy.abs() ** 2).sum(dim=0)
+    cross = (sx.conj() * tx + sy.conj() * ty).sum(dim=0)
+    kernel = _kernel_step(power, cross, support, kernel, p.kernel_reg, p.kernel_iters)
+    return _project(kernel, p.prune)
+
+
 def _em_level(denoiser, y: Tensor, kernel: Tensor, z: Tensor | None, sigma_n: float, p: BlindParams,
               turn: int) -> tuple[Tensor, Tensor, int]:
-    """EM iterations at one pyramid level: E-step (DPIR with the current kernel), M-step (kernel LS)."""
+    """Alternation at one pyramid level: E-step (DPIR with the current kernel), M-step (kernel LS on edges)."""
     h, w = y.shape[-2:]
-    size = kernel.shape[0]
-    support = _Support(size, h, w)
-    y64 = y.double()
-    y_spec = torch.fft.rfft2(y64)[0]
-    weight = _gradient_weight(h, w)
-    data = _for_kernel(y64, p)
-    data_spec = torch.fft.rfft2(data)[0]
-    channels = data.shape[1]
-    sigma = max(sigma_n, SIGMA_FLOOR)
+    support = _Support(kernel.shape[0], h, w)
+    y_spec = torch.fft.rfft2(y.double())[0]
+    y_grads = _gradients(_for_kernel(y.double(), p))
     for _ in range(p.iterations):
-        K = _transfer(kernel, h, w)
-        z, rho = _estep(denoiser, y, y_spec, K, z, sigma_n, p, turn)
+        z, _ = _estep(denoiser, y, y_spec, _transfer(kernel, h, w), z if p.warm_start else None, sigma_n, p, turn)
         turn += p.estep_steps
-        z_spec = torch.fft.rfft2(_for_kernel(z.double(), p))[0]
-        power = (z_spec.abs() ** 2).sum(dim=0)
-        if p.variance_weight > 0:
-            # E|X - X̂|² of the last data step's Gaussian posterior (prior N(z, σ²/ρ)), unnormalised FFT units
-            power = power + p.variance_weight * channels * h * w * sigma**2 / (K.abs() ** 2 + rho)
-        cross = (z_spec.conj() * data_spec).sum(dim=0)
-        kernel = _kernel_step(weight * power, weight * cross, support, kernel, p.kernel_reg, p.kernel_iters)
-        kernel = _project(kernel, p.prune)
+        kernel = _kernel_from_edges(z, y_grads, support, kernel, p)
         dy, dx = _centre_shift(kernel)
         if dy or dx:
             kernel = _shift_kernel(kernel, dy, dx)

@@ -7,10 +7,14 @@ keyword arguments), or a diffusers ``UNet2DModel`` folder when diffusers is inst
 
 Public checkpoints are downloaded once into the cache directory (``$RESTORE_CACHE``, default
 ``~/.cache/restore``): the transfer resumes from a ``.part`` file, and the result is checked
-against the size and SHA-256 recorded here. Where this table has no SHA-256 yet (the files could
-not be hashed when it was written), the first complete download records its hash in a
-``.sha256`` file beside it and ``restore priors verify`` checks the file against that from then on.
-Offline, the error names the file, its URL and where to put it.
+against the size and SHA-256 recorded here. Offline, the error names the file, its URL and where
+to put it.
+
+Every file is checked against this table on its first load (the result is cached beside it, keyed
+by size and modification time): a mismatch is refused and the file moved aside (``.rejected``).
+A file whose SHA-256 this table cannot confirm (the public checkpoints: they could not be hashed
+offline when it was written) is "unverified", never "ok": its hash at first use is kept in a
+``.sha256`` file, and a later change of the file is reported.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class PriorEntry:
     #: where to get the file by hand when there is no direct address (e.g. a Google Drive folder)
     page: str | None = None
     size: int | None = None
+    #: None: no SHA-256 could be confirmed for this file (verify says "unverified")
     sha256: str | None = None
     unet: dict = field(default_factory=dict)
     schedule: str = "linear"
@@ -61,11 +66,12 @@ PRIORS: dict[str, PriorEntry] = {
     for entry in [
         PriorEntry(
             "default", "small ADM UNet trained on BSDS500 photographs (embedded; any image size)", "default.safetensors",
+            size=8350414, sha256="b69f024f7af791e1b3453fecff4d26d4e83b429db721a5c191ebde33f34fbb0e",
             citation="trained with `restore train` on BSDS500 (Arbelaez et al., TPAMI 2011)",
         ),
         PriorEntry(
             "patch-gmm", "mixture of low-rank Gaussians over 8×8 RGB patches, exact patch posterior means (embedded; any size)",
-            "patch_gmm.safetensors",
+            "patch_gmm.safetensors", size=3212448, sha256="cb2eccb328b40ce4a72a55d67f43cf6bf4e7de358c332c6e47b6a74d397a65be",
             citation="EPLL's patch GMM (Zoran & Weiss, ICCV 2011); Wang et al. 2024, Diffusion Models Learn Low-Dimensional "
                      "Distributions via Subspace Clustering; fitted with `python -m restore.prior.patch_gmm fit` on BSDS500",
         ),
@@ -103,24 +109,53 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def expected_sha256(entry: PriorEntry) -> str | None:
-    """The table's hash, else the one recorded at the first download (trust on first use)."""
-    recorded = weights_path(entry).with_suffix(".sha256")
-    return entry.sha256 or (recorded.read_text().split()[0] if recorded.is_file() else None)
+def first_use_record(entry: PriorEntry) -> Path:
+    """Where the hash of an unconfirmable file is kept at its first use (trust on first use)."""
+    return weights_path(entry).with_suffix(".sha256")
 
 
 def verify(entry: PriorEntry) -> str:
-    """'ok', 'missing', or a message saying how the file differs from what was recorded."""
+    """'ok' (size and SHA-256 as this table records), 'missing', 'unverified: …', or what differs."""
     path = weights_path(entry)
     if not path.is_file():
         return "missing"
-    if entry.size is not None and path.stat().st_size != entry.size:
-        return f"wrong size: {path.stat().st_size} bytes, expected {entry.size}"
-    expected = expected_sha256(entry)
-    if expected is None:
-        return "ok (no checksum recorded)"
+    size = path.stat().st_size
+    if entry.size is not None and size != entry.size:
+        return f"wrong size: {size} bytes, expected {entry.size}"
     actual = sha256_of(path)
-    return "ok" if actual == expected else f"checksum mismatch: {actual}, expected {expected}"
+    if entry.sha256 is not None:
+        return "ok" if actual == entry.sha256 else f"checksum mismatch: {actual}, expected {entry.sha256}"
+    record = first_use_record(entry)
+    if record.is_file():
+        first = record.read_text().split()[0]
+        if first != actual:
+            return f"changed since first use: SHA-256 {actual}, was {first} (this table has no confirmed checksum)"
+    return f"unverified: this table has no confirmed SHA-256 for {entry.filename} ({size} bytes, SHA-256 {actual})"
+
+
+def check_before_load(entry: PriorEntry) -> None:
+    """Verify a named prior's file on its first load (cached by size and mtime); refuse and move aside a bad one."""
+    path = weights_path(entry)
+    stat = path.stat()
+    stamp = None if entry.embedded else path.with_name(path.name + ".verified")  # the package folder stays untouched
+    key = f"{stat.st_size} {stat.st_mtime_ns}"
+    if stamp is not None and stamp.is_file() and stamp.read_text().strip() == key:
+        return
+    status = verify(entry)
+    if status.startswith(("wrong size", "checksum mismatch", "changed since")):
+        if entry.embedded:
+            raise RestoreError(f"the embedded prior {path} is damaged ({status}); reinstall restore")
+        rejected = path.with_name(path.name + ".rejected")
+        os.replace(path, rejected)
+        raise RestoreError(f"prior '{entry.name}' at {path} is not the published file ({status}); moved it to "
+                           f"{rejected}: download it again with `restore priors download {entry.name}`")
+    if status.startswith("unverified") and not first_use_record(entry).is_file():
+        first_use_record(entry).write_text(f"{sha256_of(path)}  {entry.filename}\n")
+    if stamp is not None:
+        try:
+            stamp.write_text(key + "\n")
+        except OSError:
+            pass  # a read-only cache: verified again next time
 
 
 def download(entry: PriorEntry, on_progress: Callable[[int, int | None], None] | None = None) -> Path:
@@ -161,7 +196,7 @@ def download(entry: PriorEntry, on_progress: Callable[[int, int | None], None] |
         raise RestoreError(f"downloaded {entry.filename} has checksum {actual}, expected {entry.sha256}; removed it, try again")
     os.replace(part, path)
     if entry.sha256 is None:
-        path.with_suffix(".sha256").write_text(f"{actual}  {entry.filename}\n")
+        first_use_record(entry).write_text(f"{actual}  {entry.filename}\n")
     return path
 
 
@@ -182,6 +217,7 @@ def resolve(name_or_path: str) -> tuple[Path, dict | None]:
         raise RestoreError(f"the embedded prior's weights are missing from the installation ({path}); reinstall restore")
     if not entry.embedded:
         path = download(entry)
+    check_before_load(entry)
     return path, ({"unet": entry.unet, "schedule": entry.schedule} if entry.unet else None)
 
 
@@ -205,8 +241,26 @@ def load_prior(name_or_path: str = "default", *, device: str | torch.device = "c
         # NHWC is the layout of oneDNN's bf16 kernels (2.2× over NCHW float32 here, against 1.3× for bf16
         # alone: RESULTS.md) and of tensor-core convolutions on NVIDIA GPUs
         channels_last = True
-    return UNetDenoiser(net.to(device), make_betas(schedule), precision=precision, channels_last=channels_last,
-                        compile_mode=compile_mode).to(device)
+    denoiser = UNetDenoiser(net.to(device), make_betas(schedule), precision=precision, channels_last=channels_last,
+                            compile_mode=compile_mode).to(device)
+    training = {k: v for k, v in (saved.get("training") or {}).items() if k in ("steps", "final_loss")}
+    denoiser.info = {"training": training} if training else {}
+    return denoiser
+
+
+#: a prior trained for fewer steps, or whose last losses average above this, is barely trained
+UNDERTRAINED_STEPS, UNDERTRAINED_LOSS = 2000, 0.2
+
+
+def training_warning(denoiser) -> str | None:
+    """A sentence when a prior's own training record says it is barely trained (e.g. ``restore train --steps 5``)."""
+    training = getattr(denoiser, "info", {}).get("training", {})
+    steps, loss = training.get("steps"), training.get("final_loss")
+    if steps is not None and steps < UNDERTRAINED_STEPS:
+        return f"this prior was trained for only {steps} steps: expect noise-like restorations"
+    if loss is not None and not loss < UNDERTRAINED_LOSS:  # NaN too
+        return f"this prior's training ended at loss {loss:.3g} (a trained one is below {UNDERTRAINED_LOSS}): expect poor restorations"
+    return None
 
 
 def describe(name: str) -> dict:

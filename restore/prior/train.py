@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from restore.errors import RestoreError
+from restore.errors import Interrupted, RestoreError
 from restore.prior.schedule import make_betas
 from restore.prior.unet import UNetConfig, UNetModel
-from restore.prior.weights import save_prior
+from restore.prior.weights import read_info, save_prior
 
 
 @dataclass(frozen=True)
@@ -296,6 +296,8 @@ def train_step(state: TrainState, config: TrainConfig, crops: CropSource, alphas
     return loss.detach()
 
 
+#: an ε-prediction loss starts near 1 and falls; far above that, training has diverged
+DIVERGED_LOSS = 100.0
 #: on a GPU, the losses of this many steps are read at once (and checked for divergence then); on the
 #: CPU, where reading costs nothing, every step's
 LOSS_READ_EVERY = 20
@@ -309,8 +311,9 @@ def record_losses(state: TrainState, pending: list[Tensor], on_step: Callable[[i
     first_step = state.step - len(values)
     pending.clear()
     for i, value in enumerate(values):
-        if not math.isfinite(value):
-            raise RestoreError(f"training diverged at step {first_step + i} (loss {value}); lower --lr")
+        if not math.isfinite(value) or value > DIVERGED_LOSS:
+            raise RestoreError(f"training diverged at step {first_step + i} (loss {value:.3g}); lower --lr "
+                               "(the weights saved before it are kept)")
     state.losses.extend(values)
     if on_step:
         on_step(state.step, values[-1])
@@ -341,8 +344,8 @@ def train(
     fixed time on a machine whose speed is not known ahead); the final config records the steps.
     ``on_step(step, loss)`` is called every step on the CPU, every ``LOSS_READ_EVERY`` steps on a GPU.
     """
-    check_request(config or TrainConfig(), minutes, anneal_over_minutes, steps)
     out = Path(out)
+    check_request(config or TrainConfig(), minutes, anneal_over_minutes, steps, out, image_paths)
     ckpt = out.with_suffix(".ckpt")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest convolutions once
@@ -376,18 +379,24 @@ def train(
     read_every = 1 if device.type == "cpu" else LOSS_READ_EVERY
     start = time.time()
     last_save = start
-    while (steps is None or state.step < steps) and (minutes is None or time.time() - start < 60 * minutes):
-        t0 = time.time()
-        time_progress = (t0 - start) / (60 * minutes) if anneal_over_minutes else None
-        lr_scale = learning_rate_scale(config, state.step, len(state.losses) + len(pending), time_progress)
-        pending.append(train_step(state, config, crops, alphas_cumprod, lr_scale, network))
-        if len(pending) == read_every:
-            record_losses(state, pending, on_step)
-        state.seconds += time.time() - t0
-        if time.time() - last_save > 60 * checkpoint_minutes:
-            record_losses(state, pending, on_step)
-            export(state, config, out, len(files))
-            last_save = time.time()
+    try:
+        while (steps is None or state.step < steps) and (minutes is None or time.time() - start < 60 * minutes):
+            t0 = time.time()
+            time_progress = (t0 - start) / (60 * minutes) if anneal_over_minutes else None
+            lr_scale = learning_rate_scale(config, state.step, len(state.losses) + len(pending), time_progress)
+            pending.append(train_step(state, config, crops, alphas_cumprod, lr_scale, network))
+            if len(pending) == read_every:
+                record_losses(state, pending, on_step)
+            state.seconds += time.time() - t0
+            if time.time() - last_save > 60 * checkpoint_minutes:
+                record_losses(state, pending, on_step)
+                export(state, config, out, len(files))
+                last_save = time.time()
+    except KeyboardInterrupt:
+        record_losses(state, pending, None)
+        export(state, config, out, len(files))
+        raise Interrupted(f"saved step {state.step} to {out} and {out.with_suffix('.ckpt')}; "
+                          "run the same command again to resume") from None
     record_losses(state, pending, on_step)
     if anneal_over_minutes:  # what the time budget came to, in steps
         config = dataclasses.replace(config, anneal_end=state.step)
@@ -416,16 +425,38 @@ def train_config(*, channels: int = 32, channel_mult: str = "1,2,3,4", res_block
     return dataclasses.replace(base, unet=unet, crop=crop, scales=shrink_factors, **fields)
 
 
-def check_request(config: TrainConfig, minutes: float | None, anneal_over_minutes: bool, steps: int | None = None) -> None:
+def check_request(config: TrainConfig, minutes: float | None, anneal_over_minutes: bool, steps: int | None = None,
+                  out: Path | None = None, image_paths: Sequence[str | Path] = ()) -> None:
     """What a training request cannot be, said before any work (the CLI calls it before its progress bar)."""
     if minutes is None and steps is None and not config.anneal_end:
         raise RestoreError("give --minutes, --steps or --anneal-to to say when training stops")
+    if minutes is not None and not minutes > 0:
+        raise RestoreError(f"--minutes must be more than 0, got {minutes}")
+    if out is not None:
+        check_out(Path(out), image_paths)
     if config.loss_weight not in LOSS_WEIGHTS:
         raise RestoreError(f"unknown --loss-weight '{config.loss_weight}'; use one of: {', '.join(LOSS_WEIGHTS)}")
     if not config.scales or min(config.scales) < 1:
         raise RestoreError(f"--scales must be positive integers (1 = full size), got {config.scales}")
     if anneal_over_minutes and (minutes is None or config.anneal_end):
         raise RestoreError("--anneal needs --minutes (the time it anneals over) and no --anneal-to")
+
+
+def check_out(out: Path, image_paths: Sequence[str | Path]) -> None:
+    """The weights file must be a .safetensors that is not a training image, not something else already there,
+    and writable — found out now, not after hours of training."""
+    from restore.io import make_folder
+
+    if out.suffix != ".safetensors":
+        raise RestoreError(f"--out {out} must be a .safetensors file (the weights); a .ckpt and a .json go beside it")
+    if out.is_dir():
+        raise RestoreError(f"--out {out} is a folder; give the weights file to write, e.g. {out / 'prior.safetensors'}")
+    inputs = {Path(p).resolve() for p in image_paths}
+    if out.resolve() in inputs or out.resolve().parent in inputs and out.suffix in (".png", ".jpg"):
+        raise RestoreError(f"--out {out} is one of the training images")
+    if out.exists() and read_info(out) is None:
+        raise RestoreError(f"{out} exists and is not a prior written by restore; choose another --out")
+    make_folder(out.parent)
 
 
 def warm_start(state: TrainState, config: TrainConfig, path: Path) -> None:
@@ -451,6 +482,8 @@ def export(state: TrainState, config: TrainConfig, out: Path, num_images: int) -
         "cpu_seconds": round(state.seconds),  # seconds of training, on whatever device it ran
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "images": num_images,
+        #: the mean of the last 100 losses: what a trained prior looks like (restore warns below 2000 steps or above 0.2)
+        "final_loss": round(sum(state.losses[-100:]) / len(state.losses[-100:]), 5) if state.losses else None,
         "train_config": asdict(config),
     }
     save_prior(state.ema, out, schedule=config.schedule, training=training)

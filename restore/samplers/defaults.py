@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from restore.errors import RestoreError
+from restore.samplers.daps import DAPSParams
 from restore.samplers.ddnm import DDNMParams
 from restore.samplers.ddrm import DDRMParams
 from restore.samplers.diffpir import DiffPIRParams
@@ -126,6 +127,9 @@ def every_task(steps: int, params: Any) -> dict[str, Defaults]:
 # Step counts are cut from the papers' (DPS, RED-Diff 1000; DiffPIR 100 for deblurring) to the CPU speed
 # targets. Provenance per entry; the sweeps: RESULTS.md "Provenance of the sampler defaults".
 DPS_ZETA_SR, DPS_ZETA_DEBLUR = 40.0, 20.0  # per-step ζ for 100 steps (official 1000-step ζ: 0.3)
+#: official pixel-space DAPS (configs/task/*.yaml "pixel": Langevin 100 steps, lr 1e-4, lr_min_ratio 0.01, τ 0.01;
+#: configs/sampler/edm_daps.yaml: σ 100 → 0.1, poly-7), with 50 annealing × 2 ODE steps = 100 NFE instead of 200 × 5
+DAPS_OFFICIAL = DAPSParams(ode_steps=2, langevin_steps=100, lr=1e-4, lr_min_ratio=0.01, sigma_y=0.01)
 DPIR_HOLES = DPIRParams(lam=0.2, sigma_max=1.5)
 DPIR_RENOISED = DPIRParams(lam=0.2, sigma_max=1.0, renoise=0.6)
 TABLE: dict[str, dict[str, Defaults]] = {
@@ -169,6 +173,18 @@ TABLE: dict[str, dict[str, Defaults]] = {
     "ddnm": {  # official wyhuai/DDNM defaults: 100 steps, η 0.85, no time travel
         **every_task(100, DDNMParams(eta=0.85)),
         "ct": Defaults(100, DDNMParams(eta=0.85, cg_max_iter=5)),  # sweep: CG iterations, tuning image 40
+    },
+    "daps": {  # DAPS_OFFICIAL; none of these is tuned (no sweep yet)
+        "inpaint": Defaults(50, DAPS_OFFICIAL),  # inpainting_rand.yaml, official values, not tuned (box masks: lr 5e-5)
+        "deblur": Defaults(50, DAPS_OFFICIAL),  # gaussian_blur.yaml, official values, not tuned (motion_blur: lr 5e-5)
+        "superres": Defaults(50, DAPS_OFFICIAL),  # down_sampling.yaml, official values, not tuned
+        # no official config: σ_y the measured σ (τ 0.01 would hand back the noisy y), otherwise official, not tuned
+        "denoise": Defaults(50, dataclasses.replace(DAPS_OFFICIAL, sigma_y=None)),
+        "colorize": Defaults(50, DAPS_OFFICIAL),  # no official config: the gaussian_blur.yaml values, not tuned
+        "mri": Defaults(50, DAPS_OFFICIAL),  # no official config: the gaussian_blur.yaml values (‖A‖ = 1 too), not tuned
+        # no official config: ‖A‖² ≈ 1.5e4 on 256², so σ_y 2 (sinogram units, ~ct60's simulated noise) keeps lr 1e-4
+        # stable (lr ‖A‖²/σ_y² ≈ 0.4); 20 Langevin steps, each a Radon transform and its adjoint (~80 ms); not tuned
+        "ct": Defaults(50, dataclasses.replace(DAPS_OFFICIAL, sigma_y=2.0, langevin_steps=20)),
     },
     "dpir": {  # the paper's λ 0.23, σ_1 49/255 were the start; periodical self-ensemble on
         "inpaint": Defaults(16, DPIRParams(lam=0.02, sigma_max=1.5)),  # sweep: steps × λ, random70, images 40–47
