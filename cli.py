@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import math
 import signal
 import sys
@@ -180,9 +179,10 @@ def run_task(setup, images: str, options: TaskOptions) -> None:
     from restore.plan import Request, make_plan
 
     inputs = list_images(images, setup.suffixes)
+    out = options.out or runner.default_out(images)
+    runner.check_outputs(out, inputs, setup.reads, options.num_samples)  # before the prior loads
     request = Request(options.sampler, options.steps, tuple(options.hyperparameters or ()), options.num_samples, options.seed)
     make_plan(setup.task, request)  # names, samples and hyperparameter values fail before the prior loads
-    out = options.out or runner.default_out(images)
     quiet = options.quiet or options.json_out
     denoiser = load_prior(options.prior, options.device, options.precision, options.compile_network, quiet)
     lpips = load_lpips(denoiser, quiet)
@@ -190,7 +190,7 @@ def run_task(setup, images: str, options: TaskOptions) -> None:
     settings = {"prior": options.prior, "device": device.type, "precision": api.resolve_precision(options.precision, device),
                 **setup.settings}
     run_options = runner.RunOptions(setup.task, out, request, settings, options.batch_size, options.overwrite,
-                                    options.save_grid, options.save_progress)
+                                    options.save_grid, options.save_progress, setup.reads)
     records = run_with_progress(inputs, setup.prepare, denoiser, run_options, lpips, quiet)
     finish(records, out, quiet, options.json_out)
 
@@ -379,6 +379,7 @@ def metrics(
     from restore import tasks
     from restore.io import list_images, read_image
     from restore.metrics import compute_metrics, load_lpips
+    from restore.records import json_text
 
     files = list_images(str(restored))
     match = tasks.references_from(reference)
@@ -392,7 +393,7 @@ def metrics(
         rows.append({"image": path.name, "reference": str(ref), **{k: float(v) for k, v in values.items()}})
     means = {k: sum(r[k] for r in rows) / len(rows) for k in ("psnr", "ssim", "lpips")}
     if json_out:
-        typer.echo(json.dumps({"images": rows, "mean": means}, indent=2))
+        typer.echo(json_text({"images": rows, "mean": means}))
         return
     table = Table()
     for column in ("image", "PSNR", "SSIM", "LPIPS"):
@@ -424,12 +425,14 @@ def bench(
     """Run the standard task suite (samplers beside classical baselines) on a folder: PSNR, SSIM, LPIPS, NFE, time."""
     from restore import api
     from restore.bench import report, suite
-    from restore.bench.run import BenchOptions
+    from restore.bench.run import BenchOptions, check_out
     from restore.io import list_images
+    from restore.records import json_text
 
     task_list = suite.parse_tasks(tasks)
     methods = suite.parse_methods(samplers, baselines, samples)
     files = list_images(images)[:limit]
+    check_out(out, images)
     quiet = quiet or json_out
     denoiser = load_prior(prior, device, precision, compile_network, quiet)
     settings = {"images": str(images.resolve()), "prior": prior, "prior_info": getattr(denoiser, "info", {}),
@@ -442,7 +445,7 @@ def bench(
     table = report.mean_table(rows)
     if json_out:
         means = [{k: v for k, v in e.items() if k not in ("images_set", "rows")} for e in table]
-        typer.echo(json.dumps({"settings": settings, "means": means}, indent=2, default=str))
+        typer.echo(json_text({"settings": settings, "means": means}))
     if not quiet:
         from rich.table import Table
 
@@ -505,8 +508,9 @@ def priors_list() -> None:
 def priors_info(name: Annotated[str, typer.Argument(help="A prior name from `restore priors list`.")]) -> None:
     """A prior's source, file, configuration and training record."""
     from restore.prior import registry
+    from restore.records import json_text
 
-    typer.echo(json.dumps(registry.describe(name), indent=2))
+    typer.echo(json_text(registry.describe(name)))
 
 
 @priors_app.command("download")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from restore.errors import NumericalError
 from restore.samplers import PosteriorSamples, draw_samples, get_sampler
 from restore.samplers.defaults import choose_sampler, defaults_for, with_options
 from restore.seeds import generators
@@ -78,5 +79,21 @@ def solve(plan: Plan, denoiser, operator, y: Tensor, *, noise, indices: list[int
     indices = list(range(y.shape[0])) if indices is None else indices
     gens = generators(plan.seed, indices, plan.num_samples)
     with torch.enable_grad() if info.backprop_network else torch.no_grad():
-        return draw_samples(info.run, denoiser, operator.to(y.device), y, num_samples=plan.num_samples, noise=noise,
-                            steps=plan.steps, generator=gens, callback=callback, params=plan.params)
+        result = draw_samples(info.run, denoiser, operator.to(y.device), y, num_samples=plan.num_samples, noise=noise,
+                              steps=plan.steps, generator=gens, callback=callback, params=plan.params)
+    check_in_range(result.samples, plan)
+    return result
+
+
+#: a restoration with more than this share of its pixels beyond ±DIVERGED_VALUE (images live in [-1, 1]) diverged
+DIVERGED_SHARE, DIVERGED_VALUE = 0.01, 2.0
+
+
+def check_in_range(samples: Tensor, plan: Plan) -> None:
+    """Refuse a restoration that left the image range far behind: it would be saved clipped, a saturated picture
+    that looks like a result. (NaN and Inf the samplers catch themselves, naming the step.)"""
+    x = samples.real if samples.is_complex() else samples
+    share = float((x.abs() > DIVERGED_VALUE).float().mean())
+    if share > DIVERGED_SHARE:
+        raise NumericalError(f"{plan.sampler} diverged: {share:.0%} of the restoration lies far outside the image range; "
+                             f"{get_sampler(plan.sampler).divergence_hint}")

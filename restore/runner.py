@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from restore import __version__
-from restore.errors import RestoreError
+from restore.errors import Interrupted, RestoreError
 from restore.io import atomic_write, make_folder, make_grid, remove_stale_temporaries, save_array, to_display, write_gif, write_image
 from restore.metrics import compute_metrics
 from restore.plan import Plan, Request, make_plan, solve
@@ -65,6 +65,11 @@ class Record:
     plan: dict = field(default_factory=dict)
     #: every file written for it (kind → path), which a later run may replace
     outputs: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Record:
+        """A record as a record file stores it (missing metrics as null)."""
+        return cls(**{k: as_float(v) if k in ("psnr", "ssim", "lpips", "seconds") else v for k, v in values.items()})
 
 
 @dataclass
@@ -174,8 +179,7 @@ def previous_record(paths: dict[str, Path], settings: dict, plan: Plan, overwrit
         saved = json.loads(record_path.read_text())
         check_same_settings({**saved["settings"], "plan": saved["record"]["plan"]}, {**settings, "plan": plan.to_dict()},
                             record_path.parent.parent)
-        record = Record(**{k: as_float(v) if k in ("psnr", "ssim", "lpips", "seconds") else v
-                           for k, v in saved["record"].items()})
+        record = Record.from_dict(saved["record"])
     except (ValueError, KeyError, TypeError):  # a damaged record (an interrupted write of an old version): redo
         return None
     if record.status != "ok" or not paths["restoration"].exists():
@@ -213,26 +217,51 @@ def run(
             done(item.index, record)
         pending.clear()
 
-    for index, path in enumerate(inputs):
-        try:
-            item = prepare(path, index)
-            plan = make_plan(options.task, options.request, item.operator)
-        except Exception as err:  # noqa: BLE001 - one image's problem is that image's failure
-            done(index, Record(path.stem, str(path), "failed", error=failure_text(err)))
-            continue
-        previous = previous_record(output_paths(out, item.name), settings, plan, options.overwrite)
-        if previous is not None:
-            done(index, previous)
-            continue
-        if pending and (item.shape_key != pending[0][0].shape_key or plan != pending[0][1]):
-            flush()
-        pending.append((item, plan))
-        if len(pending) >= options.batch_size:
-            flush()
-    flush()
+    try:
+        for index, path in enumerate(inputs):
+            try:
+                item = prepare(path, index)
+                plan = make_plan(options.task, options.request, item.operator)
+            except Exception as err:  # noqa: BLE001 - one image's problem is that image's failure
+                done(index, Record(path.stem, str(path), "failed", error=failure_text(err)))
+                continue
+            previous = previous_record(output_paths(out, item.name), settings, plan, options.overwrite)
+            if previous is not None:
+                done(index, previous)
+                continue
+            if pending and (item.shape_key != pending[0][0].shape_key or plan != pending[0][1]):
+                flush()
+            pending.append((item, plan))
+            if len(pending) >= options.batch_size:
+                flush()
+        flush()
+    except KeyboardInterrupt:
+        kept = [records[i] for i in sorted(records)]
+        write_reports(out, folder_records(out, settings, kept), settings)
+        restored = sum(r.status in ("ok", "skipped") for r in kept)
+        raise Interrupted(f"{restored} of {len(inputs)} images are restored and kept in {out} (report written); "
+                          "run the same command again to resume") from None
     ordered = [records[i] for i in sorted(records)]
-    write_reports(out, ordered, settings)
+    write_reports(out, folder_records(out, settings, ordered), settings)
     return ordered
+
+
+def folder_records(out: Path, settings: dict, current: Sequence[Record]) -> list[Record]:
+    """This run's records, then those of every other image the folder holds from earlier runs with the same
+    settings (a report covers the whole folder, not only the last command's images)."""
+    names = {r.name for r in current}
+    earlier = []
+    for path in sorted((out / RECORDS).glob("*.json")):
+        try:
+            saved = json.loads(path.read_text())
+            if path.stem in names or saved["settings"] != settings or saved["record"]["status"] != "ok":
+                continue
+            record = Record.from_dict(saved["record"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged record is not reported; its image is redone when asked for again
+        record.status = "skipped"
+        earlier.append(record)
+    return [*current, *earlier]
 
 
 def restore_batch(batch: list[tuple[Item, Plan]], denoiser, options: RunOptions, settings: dict, lpips,

@@ -83,6 +83,13 @@ class TaskSetup:
     prepare: Prepare
     settings: dict  # the task's options (mask, kernel, noise, ...) as reports record them
     suffixes: tuple[str, ...] = IMAGE_SUFFIXES  # the input files it takes in a folder
+    #: the files and folders it reads besides the inputs (masks, kernels, references): never written to
+    reads: tuple[Path, ...] = ()
+
+
+def existing(*paths: str | Path | None) -> tuple[Path, ...]:
+    """The given paths that name existing files or folders (a mask spec such as box:64 names none)."""
+    return tuple(Path(p) for p in paths if p is not None and Path(p).exists())
 
 
 def references_from(reference: Path | None) -> References:
@@ -146,19 +153,20 @@ def inpaint(mask: str, noise_sigma: float | None, reference: Path | None = None,
             if not candidates:
                 raise RestoreError(f"no mask named {path.stem}.* in {mask} for {path.name}")
             mask_path = candidates[0]
-        if mask_path.is_file():
-            spec = f"mask:{mask_path}" + (":invert=1" if invert else "")
+        if mask_path.is_file():  # built from the file itself: its name may hold ':' or '=', which a spec splits on
+            op = operators.inpaint.FileMaskInpainting(shape, str(mask_path), invert)
         elif mask.split(":")[0] in ("box", "random", "strokes"):
             spec = mask if "seed=" in mask or mask.startswith("box:") and "top=" in mask else f"{mask}:seed={index}"
+            op = operators.build(spec, shape)
         else:
             raise RestoreError(f"mask not found: {mask} (give a file, a folder of masks, or box:SIZE, random:FRACTION, strokes)")
-        op = operators.build(spec, shape)
         x = image.pixels[None]
         y = simulate(x, op, noise, [index])
         ref = reference_for(references(path), shape) if references(path) else x
         return Item(index, path.stem, path, y, op, noise, ref, image.alpha, image.bit_depth, y[0])
 
-    return TaskSetup("inpaint", prepare, {"mask": mask, "invert_mask": invert, "noise": noise_sigma})
+    return TaskSetup("inpaint", prepare, {"mask": mask, "invert_mask": invert, "noise": noise_sigma},
+                     reads=existing(mask, reference))
 
 
 def _simulated_or_measured(
@@ -207,6 +215,8 @@ def colorize_input(pixels: Tensor) -> Tensor:
 def deblur(kernel: str, boundary: str, noise_sigma: float | None, simulate_input: bool,
            reference: Path | None = None) -> TaskSetup:
     """Deblurring by a known kernel: a kernel file (any name), or a spec such as gaussian:61:3.0 or levin:3."""
+    if Path(kernel).is_dir():
+        raise RestoreError(f"--kernel {kernel} is a folder; give one kernel file (.npy, .npz or an image) or a spec")
     if Path(kernel).is_file():  # a file first: its name may hold ':' or '=', which a spec would split on
         kernel_tensor, kernel_spec = operators.blur.load_kernel(kernel), f"file={kernel}"
     else:
@@ -224,7 +234,8 @@ def deblur(kernel: str, boundary: str, noise_sigma: float | None, simulate_input
 
     make_operator((1, max(kh, 2), max(kw, 2)))  # an unknown boundary fails now, not per image
     prepare = image_task(make_operator, clean_shape, noise_sigma, simulate_input, references_from(reference))
-    return TaskSetup("deblur", prepare, {"kernel": kernel, "boundary": boundary, "noise": noise_sigma, "simulate": simulate_input})
+    return TaskSetup("deblur", prepare, {"kernel": kernel, "boundary": boundary, "noise": noise_sigma, "simulate": simulate_input},
+                     reads=existing(kernel, reference))
 
 
 def superres(scale: int, kernel: str, noise_sigma: float | None, simulate_input: bool,
@@ -234,7 +245,8 @@ def superres(scale: int, kernel: str, noise_sigma: float | None, simulate_input:
     noise_sigma = noise_sigma_for("superres", noise_sigma, simulate_input)
     prepare = image_task(lambda shape: operators.build(spec, shape), lambda shape: (shape[0], shape[1] * scale, shape[2] * scale),
                          noise_sigma, simulate_input, references_from(reference))
-    return TaskSetup("superres", prepare, {"scale": scale, "kernel": kernel, "noise": noise_sigma, "simulate": simulate_input})
+    return TaskSetup("superres", prepare, {"scale": scale, "kernel": kernel, "noise": noise_sigma, "simulate": simulate_input},
+                     reads=existing(reference))
 
 
 def denoise(noise_sigma: float | None, simulate_input: bool, reference: Path | None = None) -> TaskSetup:
@@ -245,7 +257,7 @@ def denoise(noise_sigma: float | None, simulate_input: bool, reference: Path | N
     if noise_sigma is None:
         prepare = with_estimated_noise(prepare)
     return TaskSetup("denoise", prepare, {"noise": noise_sigma if noise_sigma is not None else "estimated",
-                                          "simulate": simulate_input})
+                                          "simulate": simulate_input}, reads=existing(reference))
 
 
 def colorize(noise_sigma: float | None, simulate_input: bool, reference: Path | None = None) -> TaskSetup:
@@ -253,7 +265,7 @@ def colorize(noise_sigma: float | None, simulate_input: bool, reference: Path | 
     noise_sigma = noise_sigma_for("colorize", noise_sigma, simulate_input)
     prepare = image_task(lambda shape: operators.build("gray", (3, *shape[1:])), lambda shape: (3, *shape[1:]),
                          noise_sigma, simulate_input, references_from(reference), measured=colorize_input)
-    return TaskSetup("colorize", prepare, {"noise": noise_sigma, "simulate": simulate_input})
+    return TaskSetup("colorize", prepare, {"noise": noise_sigma, "simulate": simulate_input}, reads=existing(reference))
 
 
 def mri(mask: str | None, acceleration: int | None, center_lines: int | None, noise_sigma: float | None,
@@ -302,7 +314,8 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
 
     settings = {"mask": mask, "acceleration": acceleration, "center_lines": center_lines, "noise": noise_sigma,
                 "simulate": simulate_input}
-    return TaskSetup("mri", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy", ".h5", ".hdf5"))
+    return TaskSetup("mri", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy", ".h5", ".hdf5"),
+                     existing(mask, reference))
 
 
 def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, simulate_input: bool,
@@ -346,7 +359,7 @@ def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, sim
         return Item(index, path.stem, path, y, op, noise, ref, None, 8)
 
     settings = {"angles": angles, "arc": arc, "size": size, "noise": noise_sigma, "simulate": simulate_input}
-    return TaskSetup("ct", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy",))
+    return TaskSetup("ct", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy",), existing(reference))
 
 
 def with_estimated_noise(prepare: Prepare) -> Prepare:

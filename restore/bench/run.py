@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from restore.bench.suite import PROTOCOL_SIZE, TV_WEIGHT, WIENER_BALANCE, BenchTask, Method, Problem, load_reference, make_problem, method_plan, solve_problems
+from restore.errors import RestoreError
 from restore.io import atomic_write, write_image
 from restore.metrics import lpips_distance, psnr, ssim
 from restore.plan import Request, make_plan
@@ -93,6 +94,16 @@ def read_rows(path: Path) -> list[Row]:
             rows.pop((row.task, row.method, row.image), None)
             rows[(row.task, row.method, row.image)] = row
     return list(rows.values())
+
+
+def check_out(out: Path, images: Path) -> None:
+    """Refuse a results folder that is the images' folder, a file, or a folder of other files than a bench run's."""
+    if out.exists() and not out.is_dir():
+        raise RestoreError(f"--out {out} is a file; give a folder for the results")
+    if out.resolve() == Path(images).resolve():
+        raise RestoreError(f"--out {out} is the images folder: the results would be read as images next time; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "settings.json").is_file():
+        raise RestoreError(f"--out {out} already holds files that are not a restore bench run's; choose another folder")
 
 
 def prepare_out(options: BenchOptions) -> list[Row]:

@@ -105,10 +105,18 @@ class Grid:
             yield i, t, self.alpha_bars[i], self.alpha_bars[i + 1]
 
 
+#: no iterate of a working sampler comes near this: images live in [-1, 1], and the noisiest state any
+#: sampler here keeps (DDRM's σ-space x_T / sqrt(ᾱ_T), σ_T ≈ 157 for the linear schedule) stays below 10³
+DIVERGED = 1e4
+
+
 def check_finite(x: Tensor, sampler: str, step: int, total: int, hint: str) -> None:
-    """Stop with a clear error instead of carrying NaN/Inf into the result."""
+    """Stop with a clear error instead of carrying NaN/Inf — or an iterate that has run away — into the result
+    (a diverged run can end inside [-1, 1] again, e.g. through clipping, as a saturated picture)."""
     if not torch.isfinite(x).all():
         raise NumericalError(f"{sampler} produced NaN or Inf at step {step + 1} of {total}; {hint}")
+    if x.abs().max() > DIVERGED:
+        raise NumericalError(f"{sampler} diverged at step {step + 1} of {total} (values of {float(x.abs().max()):.2g}); {hint}")
 
 
 def image_shape(operator, y: Tensor) -> tuple[int, ...]:

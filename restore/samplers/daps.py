@@ -88,10 +88,9 @@ class DAPSParams:
     ode_sigma_min: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("ode_steps", "langevin_steps"):
-            value, lowest = getattr(self, name), 1 if name == "ode_steps" else 0
+        for name, lowest in (("ode_steps", 1), ("langevin_steps", 0)):
+            value = getattr(self, name)
             require(type(value) is int and value >= lowest, f"daps needs an integer {name} >= {lowest}, got {value!r}")
-        finite = lambda v: isinstance(v, int | float) and math.isfinite(v)  # noqa: E731
         require(finite(self.lr) and self.lr > 0, f"daps needs a finite lr > 0, got {self.lr}")
         require(finite(self.lr_min_ratio) and 0 < self.lr_min_ratio <= 1,
                 f"daps needs lr_min_ratio in (0, 1], got {self.lr_min_ratio}")
@@ -103,6 +102,10 @@ class DAPSParams:
                 f"daps needs 0 < ode_sigma_min <= sigma_min <= sigma_max, all finite; got ode_sigma_min="
                 f"{self.ode_sigma_min}, sigma_min={self.sigma_min}, sigma_max={self.sigma_max}")
         require(finite(self.rho) and self.rho > 0, f"daps needs a finite rho > 0, got {self.rho}")
+
+
+def finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def daps_nfe(steps: int, params: DAPSParams | None = None) -> int:

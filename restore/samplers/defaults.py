@@ -178,8 +178,9 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "inpaint": Defaults(50, DAPS_OFFICIAL),  # inpainting_rand.yaml, official values, not tuned (box masks: lr 5e-5)
         "deblur": Defaults(50, DAPS_OFFICIAL),  # gaussian_blur.yaml, official values, not tuned (motion_blur: lr 5e-5)
         "superres": Defaults(50, DAPS_OFFICIAL),  # down_sampling.yaml, official values, not tuned
-        # no official config: σ_y the measured σ (τ 0.01 would hand back the noisy y), otherwise official, not tuned
-        "denoise": Defaults(50, dataclasses.replace(DAPS_OFFICIAL, sigma_y=None)),
+        # no official config: σ_y the measured σ (τ 0.01 would hand back the noisy y); lr 1e-3 from Langevin's bound
+        # lr/σ_y² < 2 (stable for σ_y > 0.012 on [0, 1]; official 1e-4 barely moves x0 at σ_y 0.1), not tuned
+        "denoise": Defaults(50, dataclasses.replace(DAPS_OFFICIAL, sigma_y=None, lr=1e-3)),
         "colorize": Defaults(50, DAPS_OFFICIAL),  # no official config: the gaussian_blur.yaml values, not tuned
         "mri": Defaults(50, DAPS_OFFICIAL),  # no official config: the gaussian_blur.yaml values (‖A‖ = 1 too), not tuned
         # no official config: ‖A‖² ≈ 1.5e4 on 256², so σ_y 2 (sinogram units, ~ct60's simulated noise) keeps lr 1e-4

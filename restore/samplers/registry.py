@@ -26,6 +26,8 @@ class SamplerInfo:
     nfe: Callable[[int, Any], int] = lambda steps, params: steps
     #: draws samples of the posterior (False: one estimate per run, so several runs make no uncertainty map)
     samples_posterior: bool = True
+    #: what to change when its restorations diverge (leave the image range far behind)
+    divergence_hint: str = "use more steps or another sampler"
 
 
 SAMPLERS: dict[str, SamplerInfo] = {info.name: info for info in (
@@ -40,14 +42,18 @@ SAMPLERS: dict[str, SamplerInfo] = {info.name: info for info in (
                 paper="Zhang, Li, Zuo, Zhang, Van Gool, Timofte. Plug-and-Play Image Restoration with Deep Denoiser "
                       "Prior. IEEE TPAMI 2021"),
     SamplerInfo("dps", dps.dps, dps.DPSParams, needs_linear=False, backprop_network=True,
+                divergence_hint="lower the step size zeta (--set zeta=...)",
                 paper="Chung, Kim, Mccann, Klasky, Ye. Diffusion Posterior Sampling for General Noisy Inverse Problems. "
                       "ICLR 2023"),
     SamplerInfo("pigdm", pigdm.pigdm, pigdm.PiGDMParams, backprop_network=True,
+                divergence_hint="lower the guidance weight (--set weight=...)",
                 paper="Song, Vahdat, Mardani, Kautz. Pseudoinverse-Guided Diffusion Models for Inverse Problems. ICLR 2023"),
     SamplerInfo("reddiff", reddiff.reddiff, reddiff.REDDiffParams, needs_linear=False,
+                divergence_hint="lower the learning rate lr or lam (--set lr=...)",
                 paper="Mardani, Song, Kautz, Vahdat. A Variational Perspective on Solving Inverse Problems with "
                       "Diffusion Models. ICLR 2024"),
     SamplerInfo("daps", daps.daps, daps.DAPSParams, needs_linear=False, nfe=daps.daps_nfe,
+                divergence_hint="lower the Langevin step size lr (--set lr=...)",
                 paper="Zhang, Chu, Berner, Meng, Anandkumar, Song. Improving Diffusion Inverse Problem "
                       "Solving with Decoupled Noise Annealing. CVPR 2025"),
 )}
