@@ -183,6 +183,7 @@ def run_task(setup, images: str, options: TaskOptions) -> None:
     runner.check_outputs(out, inputs, setup.reads, options.num_samples)  # before the prior loads
     request = Request(options.sampler, options.steps, tuple(options.hyperparameters or ()), options.num_samples, options.seed)
     make_plan(setup.task, request)  # names, samples and hyperparameter values fail before the prior loads
+    check_against_first_input(setup, inputs[0], request)
     quiet = options.quiet or options.json_out
     denoiser = load_prior(options.prior, options.device, options.precision, options.compile_network, quiet)
     lpips = load_lpips(denoiser, quiet)
@@ -193,6 +194,18 @@ def run_task(setup, images: str, options: TaskOptions) -> None:
                                     options.save_grid, options.save_progress, setup.reads)
     records = run_with_progress(inputs, setup.prepare, denoiser, run_options, lpips, quiet)
     finish(records, out, quiet, options.json_out)
+
+
+def check_against_first_input(setup, first: Path, request) -> None:
+    """What the operator decides (a sampler that needs an SVD on a reflect-boundary blur) fails before the prior
+    loads too, checked on the first input; a first input that cannot be read is that image's failure, later."""
+    from restore.plan import make_plan
+
+    try:
+        item = setup.prepare(first, 0)
+    except Exception:  # noqa: BLE001 - reported for that image by the run
+        return
+    make_plan(setup.task, request, item.operator)
 
 
 def load_prior(prior: str, device: str, precision: str, compile_network: bool, quiet: bool):
@@ -269,7 +282,7 @@ def finish(records, out: Path, quiet: bool, json_out: bool) -> None:
     if means["failed"]:
         for r in records:
             if r.status == "failed":
-                say(f"{r.source}: {r.error}", "failed", "red")
+                say(r.error if r.source in r.error else f"{r.source}: {r.error}", "failed", "red")
         say(f"{means['failed']} of {len(records)} images failed", "error", "red")
         raise typer.Exit(1)
 

@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--no-nonblind", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--save-kernels", type=Path, help="write the true and estimated kernels to this .npz")
     args = ap.parse_args()
     if args.split == "test" and args.start < 50:
         print("warning: test files 0..49 are the validation split; do not tune on them", file=sys.stderr)
@@ -75,7 +76,7 @@ def main() -> None:
     denoiser = load_denoiser("default", "cpu")
     files = sorted(p for p in (DATA / args.split).iterdir() if p.is_file())[args.start : args.start + args.limit]
     noise = GaussianNoise(2 * args.sigma)
-    rows = []
+    rows, kernels = [], {}
     for offset, path in enumerate(files):
         i = args.start + offset
         x = load_reference(path, args.size)
@@ -103,9 +104,16 @@ def main() -> None:
             row["blind_s"] = time.perf_counter() - t
         row["blind"], row["blind_aligned"] = psnr(xb, x).item(), psnr(align_to_reference(xb, x), x).item()
         row["blind_ncc"] = kernel_ncc(kb, k_true)
+        kernels[f"true_{i}"], kernels[f"blind_{i}"] = k_true.numpy(), kb.numpy()
+        if not args.no_classical:
+            kernels[f"classical_{i}"] = kc.numpy()
         rows.append(row)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), file=sys.stderr, flush=True)
     print_table(rows, args, params)
+    if args.save_kernels:
+        import numpy as np
+
+        np.savez(args.save_kernels, **kernels)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                          "params": dataclasses.asdict(params), "rows": rows}, indent=1))

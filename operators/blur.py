@@ -450,6 +450,8 @@ class ReflectBlur(Blur):
     """Convolution of the image padded by reflection (edge not repeated); output of the image's size."""
 
     boundary = "reflect"
+    #: what to use where an SVD is needed (said by samplers that need one)
+    svd_hint: ClassVar[str] = "the circular boundary has one: --boundary circular"
 
     def _padding(self) -> tuple[int, int, int, int]:
         """(left, right, top, bottom): output pixel i sees input pixels i - (kh - 1 - kh//2) .. i + kh//2."""
@@ -470,6 +472,7 @@ class ValidBlur(Blur):
     """Convolution without padding: only the outputs whose kernel support lies inside the image."""
 
     boundary = "valid"
+    svd_hint: ClassVar[str] = "the circular boundary has one: --boundary circular"
 
     def __init__(self, kernel: Tensor, in_shape: tuple[int, int, int], *, kernel_spec: str = ARRAY_KERNEL) -> None:
         super().__init__(kernel, in_shape, kernel_spec=kernel_spec)

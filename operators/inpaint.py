@@ -357,8 +357,8 @@ def _read_image_mask(path: Path) -> Tensor:
 
     try:
         pixels = np.asarray(iio.imread(path))
-    except Exception as err:  # imageio raises many kinds (OSError, ValueError, plugin errors)
-        raise OperatorError(f"cannot read mask image {path}: {err}") from None
+    except Exception:  # noqa: BLE001 - imageio raises many kinds (OSError, ValueError, plugin errors)
+        raise OperatorError(f"cannot read mask image {path}: not an image file that can be decoded, or a damaged one") from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.ndim != 3 or pixels.shape[2] > 4:

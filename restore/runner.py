@@ -149,6 +149,9 @@ def check_outputs(out: Path, inputs: Sequence[Path], reads: Sequence[Path] = (),
             if file.resolve() in read_files:
                 raise RestoreError(f"--out {out} would overwrite {file}, which this command reads; choose another folder")
             if file.exists() and kind != "record" and file.name not in ours.get(kind, ()) and file.is_file():
+                if paths["record"].exists() and not ours:
+                    raise RestoreError(f"{file} exists and its record {paths['record']} is damaged, so restore cannot tell "
+                                       "it wrote the file; move one of them away or choose another --out")
                 raise RestoreError(f"{file} exists and restore has no record of writing it; move it away or choose another --out")
 
 

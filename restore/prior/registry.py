@@ -34,6 +34,8 @@ from restore.prior.schedule import make_betas
 from restore.prior.weights import load_network, read_info
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: the files a prior may be given as (besides a diffusers folder)
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 #: guided-diffusion configs (create_model keyword arguments) shared by the public 256×256 checkpoints
 _ADM_256 = dict(image_size=256, channel_mult="", learn_sigma=True, class_cond=False, num_heads=4, num_head_channels=64,
                 num_heads_upsample=-1, use_scale_shift_norm=True, dropout=0.0, resblock_updown=True,
@@ -211,6 +213,8 @@ def resolve(name_or_path: str) -> tuple[Path, dict | None]:
         path = Path(name_or_path).expanduser()
         if not path.exists():
             raise RestoreError(f"prior '{name_or_path}' is neither a known name ({', '.join(PRIORS)}) nor an existing file")
+        if path.is_file() and path.suffix.lower() not in WEIGHT_SUFFIXES:
+            raise RestoreError(f"--prior {path} is not a weights file ({', '.join(WEIGHT_SUFFIXES)}) or a diffusers folder")
         return path, None
     path = weights_path(entry)
     if entry.embedded and not path.is_file():

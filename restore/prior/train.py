@@ -454,8 +454,13 @@ def check_out(out: Path, image_paths: Sequence[str | Path]) -> None:
     inputs = {Path(p).resolve() for p in image_paths}
     if out.resolve() in inputs or out.resolve().parent in inputs and out.suffix in (".png", ".jpg"):
         raise RestoreError(f"--out {out} is one of the training images")
-    if out.exists() and read_info(out) is None:
-        raise RestoreError(f"{out} exists and is not a prior written by restore; choose another --out")
+    if out.exists():
+        try:
+            ours = read_info(out) is not None
+        except RestoreError:
+            ours = False
+        if not ours:
+            raise RestoreError(f"{out} exists and is not a prior written by restore; choose another --out")
     make_folder(out.parent)
 
 

@@ -81,5 +81,6 @@ def check_operator(info: SamplerInfo, operator) -> None:
                            f"use one of: {', '.join(able)}")
     if info.needs_svd and not operator.has_svd:
         able = [n for n, s in SAMPLERS.items() if not s.needs_svd and (operator.linear or not s.needs_linear)]
-        raise RestoreError(f"{info.name} needs an operator with an SVD, and '{operator.spec}' has none; "
+        hint = f" ({operator.svd_hint})" if getattr(operator, "svd_hint", "") else ""
+        raise RestoreError(f"{info.name} needs an operator with an SVD, and '{operator.spec}' has none{hint}; "
                            f"use one of: {', '.join(able)}")
