@@ -135,6 +135,7 @@ CASES = [
     Case("one-bad-image-in-folder", lambda w: ["inpaint", w.inputs, "--mask", "box:8"] if w.write("in/z.png", b"junk") else [],
          r"1 of 4 images failed", restored=("a", "b", "g")),
     Case("tiny-image-big-box", lambda w: ["inpaint", w.image("tiny.png", (3, 4, 4)), "--mask", "box:8"], r"box 8x8 is larger than the image 4x4"),
+    Case("denoise-estimates-its-noise", lambda w: ["denoise", w.root / IN], r"restored", exit_code=0, restored=("a",)),
     Case("unicode-and-spaces", lambda w: ["inpaint", w.image("fotos/été à la plage.png"), "--mask", "box:8"], r"restored", exit_code=0,
          restored=("été à la plage",)),
     # ---- masks -------------------------------------------------------------------------------
@@ -467,3 +468,82 @@ def test_interrupted_training_saves_and_resumes(tmp_path):
     assert step > 0 and out.with_suffix(".ckpt").is_file()
     again = subprocess.run([*common, "--steps", str(step + 1)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and f"{step + 1} steps" in again.stderr, again.stderr
+
+
+# ---- faults inside a folder run -----------------------------------------------------------------
+def folder_of(tmp_path: Path, names=("a", "b", "c", "d")) -> Path:
+    folder = tmp_path / "in"
+    for i, name in enumerate(names):
+        write_image(folder / f"{name}.png", torch.rand((3, 16, 16), generator=torch.Generator().manual_seed(i)) * 2 - 1)
+    return folder
+
+
+def test_a_full_disk_fails_one_image_and_the_run_goes_on(tmp_path, tiny_prior, monkeypatch):
+    import errno
+
+    from restore import runner
+
+    real = runner.write_image
+
+    def write(path, *args, **kwargs):
+        if Path(path).stem == "b":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "write_image", write)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["inpaint", str(folder_of(tmp_path)), "--mask", "box:4", "--prior", tiny_prior, "--steps", "1",
+                                      "--out", str(out), "--quiet"])
+    assert result.exit_code == 1 and re.search(r"b\.png: No space left on device", result.stderr), result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert {r["name"]: r["status"] for r in report["images"]} == {"a": "ok", "b": "failed", "c": "ok", "d": "ok"}
+
+
+def test_one_bad_image_in_a_batch_fails_alone(tmp_path, tiny_prior, monkeypatch):
+    from restore import plan as plan_module, runner
+    from restore.errors import NumericalError
+
+    real = plan_module.solve
+
+    def solve(plan, denoiser, operator, y, *, noise, indices=None, callback=None):
+        if 2 in indices:  # image c: as if the sampler met NaN in it
+            raise NumericalError("diffpir produced NaN or Inf at step 1 of 1")
+        return real(plan, denoiser, operator, y, noise=noise, indices=indices, callback=callback)
+
+    monkeypatch.setattr(runner, "solve", solve)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["inpaint", str(folder_of(tmp_path)), "--mask", "box:4", "--prior", tiny_prior, "--steps", "1",
+                                      "--batch-size", "4", "--out", str(out), "--quiet"])
+    assert result.exit_code == 1 and "produced NaN or Inf" in result.stderr
+    status = {r["name"]: r["status"] for r in json.loads((out / "report.json").read_text())["images"]}
+    assert status == {"a": "ok", "b": "ok", "c": "failed", "d": "ok"}
+    assert sorted(p.stem for p in out.glob("*.png")) == ["a", "b", "d"]
+
+
+def test_reports_are_strict_json_and_files_follow_the_umask(tmp_path, tiny_prior):
+    out = tmp_path / "out"
+    # a real measurement without a reference: no metrics, which JSON must say as null, not NaN
+    result = CliRunner().invoke(app, ["denoise", str(folder_of(tmp_path, ("a",))), "--noise-sigma", "0.1", "--prior", tiny_prior,
+                                      "--steps", "1", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    for text in (result.stdout, (out / "report.json").read_text(), (out / ".records" / "a.json").read_text()):
+        assert "NaN" not in text and "Infinity" not in text
+        json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert json.loads(result.stdout)["images"][0]["psnr"] is None
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "a.png").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path, tiny_prior):
+    out = tmp_path / "out"
+    stale, fresh = out / ".a.png.x1.tmp", out / ".records" / ".a.json.x2.tmp"
+    for path in (stale, fresh):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    result = CliRunner().invoke(app, ["inpaint", str(folder_of(tmp_path, ("a",))), "--mask", "box:4", "--prior", tiny_prior,
+                                      "--steps", "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and fresh.exists()  # a recent one may belong to another process still writing
