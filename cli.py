@@ -269,6 +269,9 @@ def finish(records, out: Path, quiet: bool, json_out: bool) -> None:
     means = summary(records)
     if json_out:
         typer.echo((out / "report.json").read_text())
+    for r in records:
+        if r.notes:
+            say(f"{r.name}: {r.notes}", "note", "yellow")
     if not quiet:
         table = Table(title=f"restored → {out}", title_justify="left")
         for column in ("image", "status", "PSNR", "SSIM", "LPIPS", "s/image", "NFE"):
@@ -352,16 +355,22 @@ def colorize(images: Images, *, options: TaskOptions) -> None:
 
 @task_command()
 def mri(
-    kspace: Annotated[str, typer.Argument(help="k-space: .npy (complex, H×W) or fastMRI .h5; with --simulate, images.", show_default=False)],
+    kspace: Annotated[str, typer.Argument(help="k-space: .npy (complex, H×W), .npz (restore's own measurements) or fastMRI .h5; with --simulate, images.", show_default=False)],
     mask: Annotated[Optional[str], typer.Option(help="Sampling mask .npy/.png (non-zero = sampled). Default: where the k-space is non-zero.", show_default=False)] = None,
     acceleration: Annotated[Optional[int], typer.Option(min=1, help="Equispaced Cartesian sampling with this acceleration (with a fully sampled centre).", show_default=False)] = None,
     center_lines: Annotated[Optional[int], typer.Option(min=0, help="Fully sampled central columns for --acceleration (default 8% of the width).", show_default=False)] = None,
+    intensity_scale: Annotated[Optional[float], typer.Option(help="The k-space value of white: the image is the zero-filled reconstruction over it. Default: the file's own (restore's .npz), else the largest zero-filled magnitude.", show_default=False)] = None,
     *, options: TaskOptions,
 ) -> None:
-    """Reconstruct an MR image from undersampled single-coil k-space."""
+    """Reconstruct an MR image from undersampled single-coil k-space.
+
+    k-space as fastMRI stores it: centred and orthonormal, fftshift(fft2(ifftshift(x)), norm="ortho") of the image;
+    numpy's plain fft2(x) and fftshift(fft2(x)) are recognised and converted (with a note). Unsampled entries are 0.
+    """
     from restore import tasks
 
-    run_task(tasks.mri(mask, acceleration, center_lines, options.noise_sigma, options.simulate, options.reference), kspace, options)
+    run_task(tasks.mri(mask, acceleration, center_lines, options.noise_sigma, options.simulate, options.reference, intensity_scale),
+             kspace, options)
 
 
 @task_command(noise_help="Noise σ relative to each sinogram's maximum (the ct60 protocol uses 0.005).")

@@ -102,6 +102,48 @@ def ifft2c(y: Tensor) -> Tensor:
     return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(y, dim=dims), norm="ortho"), dim=dims)
 
 
+def standard_layout(kspace: Tensor) -> tuple[Tensor, str]:
+    """k-space (…, H, W) in this module's layout — fastMRI's centred ``fft2c`` of an image stored centred — and a
+    note when it came in another common one, converted: numpy's plain ``fft2(x)`` (the energy peak, the DC
+    term, sits in a corner instead of the centre) or ``fftshift(fft2(x))`` without ``ifftshift`` (the image
+    comes back with its quadrants swapped). The second is told from the image: a photograph or scan has no
+    seam through its middle and its content is not pushed into the corners; a swapped one has both.
+    """
+    notes = []
+    magnitude = kspace.abs().flatten(0, -3).sum(0)
+    h, w = magnitude.shape
+    row, col = divmod(int(magnitude.argmax()), w)
+    near_corner = min(row, h - 1 - row) < h / 8 and min(col, w - 1 - col) < w / 8
+    if near_corner:
+        kspace = torch.fft.fftshift(kspace, dim=(-2, -1))
+        notes.append("uncentred k-space (numpy's fft2): moved its centre to the middle")
+    image = ifft2c(kspace).abs().flatten(0, -3).sum(0).double()
+    swapped = torch.fft.ifftshift(image, dim=(-2, -1))
+    if _looks_swapped(image, swapped):
+        kspace = fft2c(torch.fft.ifftshift(ifft2c(kspace), dim=(-2, -1)))
+        notes.append("k-space of an image with swapped quadrants (fftshift(fft2(x)) without ifftshift): unswapped")
+    return kspace, "; ".join(notes)
+
+
+def _looks_swapped(image: Tensor, other: Tensor) -> bool:
+    """Whether ``image`` is the quadrant-swapped version of ``other`` rather than the other way round."""
+    def seam(x: Tensor) -> float:
+        """Mean jump across the central row and column, over the mean jump elsewhere."""
+        h, w = x.shape
+        dy, dx = (x[1:] - x[:-1]).abs(), (x[:, 1:] - x[:, :-1]).abs()
+        centre = (dy[h // 2 - 1].mean() + dx[:, w // 2 - 1].mean()) / 2
+        return float(centre / ((dy.mean() + dx.mean()) / 2).clamp_min(1e-12))
+
+    def centre_share(x: Tensor) -> float:
+        h, w = x.shape
+        energy = x.pow(2)
+        return float(energy[h // 4 : h - h // 4, w // 4 : w - w // 4].sum() / energy.sum().clamp_min(1e-12))
+
+    if min(image.shape) < 8:
+        return False
+    return seam(image) > 1.5 * seam(other) or centre_share(other) > 2 * centre_share(image) + 0.1
+
+
 def reflect_frequencies(k: Tensor) -> Tensor:
     """k̃(f) = k(-f) on centred arrays (last two dims), for any parity of H and W."""
     dims = (-2, -1)
@@ -542,9 +584,10 @@ def zero_filled(y: Tensor, op: MRI, *, magnitude: bool = False) -> Tensor:
 
 
 def read_kspace(path: str | Path, slice_index: int | None = None) -> tuple[Tensor, Tensor | None]:
-    """(k-space (coils, H, W) complex, mask (W,) or (H, W) float or None) from .npy or fastMRI .h5.
+    """(k-space (coils, H, W) complex, mask (W,) or (H, W) float or None) from .npy, .npz or fastMRI .h5.
 
-    .npy: a complex (H, W) or (coils, H, W) array, no mask. .h5 (fastMRI): dataset ``kspace`` of
+    .npy: a complex (H, W) or (coils, H, W) array, no mask. .npz: arrays ``kspace`` and optionally ``mask``
+    (what restore saves as an MRI measurement). .h5 (fastMRI): dataset ``kspace`` of
     shape (slices, H, W) single-coil or (slices, coils, H, W) multi-coil, of which slice
     ``slice_index`` is read (default: the middle one), and the optional dataset ``mask``. fastMRI
     stores k-space centred, as :func:`fft2c` makes it. complex64 and complex128 are kept.
@@ -553,6 +596,8 @@ def read_kspace(path: str | Path, slice_index: int | None = None) -> tuple[Tenso
     mask = None
     if path.suffix.lower() in (".h5", ".hdf5"):
         array, mask = _read_h5(path, slice_index)
+    elif path.suffix.lower() == ".npz":  # restore's own saved measurements: kspace and its mask
+        array, mask = _read_npz(path)
     else:
         array = _load_npy(str(path), "k-space")
         if array.ndim not in (2, 3):
@@ -572,6 +617,21 @@ def read_kspace(path: str | Path, slice_index: int | None = None) -> tuple[Tenso
             raise OperatorError(f"mri: mask in {path} has shape {mask.shape}, k-space {tuple(kspace.shape)}")
         mask = torch.from_numpy(mask.astype(np.float64))
     return kspace, mask
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(array 'kspace', array 'mask' or None) of an .npz file, as restore writes its MRI measurements."""
+    if not path.is_file():
+        raise OperatorError(f"mri: k-space file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "kspace" not in data.files:
+                raise OperatorError(f"mri: {path} has no array 'kspace' (it has {', '.join(data.files) or 'none'})")
+            return np.asarray(data["kspace"]), (np.asarray(data["mask"]) if "mask" in data.files else None)
+    except OperatorError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged or non-.npz file
+        raise OperatorError(f"mri: cannot read {path}: not an .npz archive ({str(err).splitlines()[0]})") from None
 
 
 def _read_h5(path: Path, slice_index: int | None) -> tuple[np.ndarray, np.ndarray | None]:

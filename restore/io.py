@@ -226,6 +226,11 @@ def save_array(path: str | Path, array: np.ndarray) -> None:
     atomic_write(path, lambda f: np.save(f, array))
 
 
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save named NumPy arrays (.npz) atomically."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
 def read_array(path: str | Path, what: str) -> np.ndarray:
     """Load a .npy array of finite numbers (no pickles), or raise a clear error naming ``what`` it was meant to be."""
     path = Path(path)

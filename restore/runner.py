@@ -35,7 +35,8 @@ import torch
 
 from restore import __version__
 from restore.errors import Interrupted, RestoreError
-from restore.io import atomic_write, make_folder, make_grid, remove_stale_temporaries, save_array, to_display, write_gif, write_image
+from restore.io import (atomic_write, make_folder, make_grid, remove_stale_temporaries, save_array, save_arrays, to_display,
+                        write_gif, write_image)
 from restore.metrics import compute_metrics
 from restore.plan import Plan, Request, make_plan, solve
 from restore.records import as_float, check_same_settings, failure_text, json_text, nan_mean
@@ -65,6 +66,8 @@ class Record:
     plan: dict = field(default_factory=dict)
     #: every file written for it (kind → path), which a later run may replace
     outputs: dict = field(default_factory=dict)
+    #: what was converted or assumed about the input (e.g. a k-space layout)
+    notes: str = ""
 
     @classmethod
     def from_dict(cls, values: dict) -> Record:
@@ -117,6 +120,7 @@ def output_paths(out: Path, name: str, num_samples: int = 1) -> dict[str, Path]:
         "record": out / RECORDS / f"{name}.json",
         "measurement": out / "measurement" / f"{name}.png",
         "measurement_array": out / "measurement" / f"{name}.npy",
+        "measurement_arrays": out / "measurement" / f"{name}.npz",
         "std": out / "std" / f"{name}.png",
         "std_array": out / "std" / f"{name}.npy",
         "grid": out / "grid" / f"{name}.png",
@@ -303,6 +307,7 @@ def solve_and_write(items: list[Item], plan: Plan, denoiser, options: RunOptions
         record = Record(
             item.name, str(item.source), "ok", seconds=round(seconds, 3), nfe=plan.nfe,
             operator=item.operator.spec, sampler=plan.sampler, steps=plan.steps, plan=plan.to_dict(),
+            notes="; ".join(item.notes),
         )
         written = write_outputs(item, restoration, result, b, options, frames)
         record.output = str(written["restoration"])
@@ -332,13 +337,16 @@ def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options
         write_image(paths["std"], (std / std.max().clamp_min(1e-8)) * 2 - 1)
         save_array(paths["std_array"], (std / 2).numpy())  # on the [0, 1] pixel scale
     measurement = item.y[0].detach().cpu()
-    if item.saved_measurement is not None:
-        kind = "measurement" if isinstance(item.saved_measurement, torch.Tensor) else "measurement_array"
-        written[kind] = paths[kind]
-        if kind == "measurement":
-            write_image(paths[kind], item.saved_measurement.float().clamp(-1, 1), bit_depth=item.bit_depth)
-        else:
-            save_array(paths[kind], item.saved_measurement)
+    saved = item.saved_measurement
+    if isinstance(saved, torch.Tensor):
+        written["measurement"] = paths["measurement"]
+        write_image(paths["measurement"], saved.float().clamp(-1, 1), bit_depth=16)  # 16-bit: restores again to the same result
+    elif isinstance(saved, dict):
+        written["measurement_arrays"] = paths["measurement_arrays"]
+        save_arrays(paths["measurement_arrays"], saved)
+    elif saved is not None:
+        written["measurement_array"] = paths["measurement_array"]
+        save_array(paths["measurement_array"], saved)
     if options.save_grid:
         columns = [to_display(measurement), restoration]
         labels = ["measurement", "restoration"]

@@ -31,12 +31,12 @@ from restore.noise_level import estimate_sigma
 #: real measurement); None: estimated from each measurement. CT's σ is relative to each sinogram's maximum.
 DEFAULT_NOISE_SIGMA = {
     "inpaint": (0.0, 0.0),
-    "deblur": (0.0, 0.01),
-    "superres": (0.0, 0.01),
+    "deblur": (0.01, 0.01),
+    "superres": (0.01, 0.01),
     "denoise": (0.1, None),
     "colorize": (0.0, 0.0),
-    "mri": (0.0, 0.01),
-    "ct": (0.005, 0.0),
+    "mri": (0.01, 0.01),
+    "ct": (0.005, 0.005),
 }
 
 
@@ -61,9 +61,12 @@ class Item:
     alpha: Tensor | None = None  # (1, H, W) alpha channel carried to the output
     bit_depth: int = 8
     #: a simulated measurement as the command reads it back — pixels (C, H, W) in [-1, 1] for a picture, a
-    #: NumPy array for k-space or a sinogram — so that it can be restored again; None for real measurements
-    saved_measurement: Tensor | np.ndarray | None = None
+    #: NumPy array (.npy: a sinogram) or arrays by name (.npz: k-space with its mask and intensity scale) —
+    #: so that it can be restored again; None for real measurements
+    saved_measurement: Tensor | np.ndarray | dict | None = None
     extra: dict = field(default_factory=dict)
+    #: what was converted or assumed about this input (said with the results)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def shape_key(self) -> tuple:
@@ -269,11 +272,20 @@ def colorize(noise_sigma: float | None, simulate_input: bool, reference: Path | 
 
 
 def mri(mask: str | None, acceleration: int | None, center_lines: int | None, noise_sigma: float | None,
-        simulate_input: bool, reference: Path | None = None) -> TaskSetup:
-    """MRI: k-space (.npy/.h5) and a sampling mask, or --simulate from an image (its luminance)."""
+        simulate_input: bool, reference: Path | None = None, intensity_scale: float | None = None) -> TaskSetup:
+    """MRI: k-space (.npy/.npz/.h5) and a sampling mask, or --simulate from an image (its luminance).
+
+    k-space is expected in fastMRI's convention — centred, orthonormal ``fftshift(fft2(ifftshift(x)))`` — and
+    numpy's uncentred ``fft2(x)`` or quadrant-swapped ``fftshift(fft2(x))`` are converted with a note. Its
+    intensity scale (the image's white) is ``intensity_scale``, or, when None, the file's own (restore's
+    .npz) or the largest magnitude of the zero-filled image (within about ±11 % of the true white on BSDS
+    images, 4× and 8× sampling: benchmarks/RESULTS.md).
+    """
     noise_sigma = noise_sigma_for("mri", noise_sigma, simulate_input)
     noise = gaussian_noise(noise_sigma)
     references = references_from(reference)
+    if intensity_scale is not None and not (intensity_scale > 0 and math.isfinite(intensity_scale)):
+        raise RestoreError(f"--intensity-scale must be a number > 0 (the k-space value of white), got {intensity_scale}")
 
     def mask_spec(height: int, width: int, kspace: Tensor | None) -> str:
         if mask is not None:
@@ -292,11 +304,13 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
             op = operators.build(mask_spec(*x.shape[-2:], None), tuple(x.shape[1:]))
             y = simulate(x, op, noise, [index])
             # saved as the k-space of the [0, 1] image (centred, orthonormal), the form real k-space comes in
-            kspace = ((y + op.A(torch.ones_like(x))) / 2)[0].numpy()
-            return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, kspace)
+            kspace = ((y + op.A(torch.ones_like(x))) / 2)[0, 0].numpy()
+            saved = {"kspace": kspace, "mask": op.mask[0, 0].numpy(), "intensity_scale": np.array(1.0)}
+            return Item(index, path.stem, path, y, op, noise, x, None, image.bit_depth, saved)
         kspace, stored_mask = read_kspace(path)  # (coils, H, W) complex; fastMRI files may carry their mask
         if kspace.shape[0] != 1:
             raise RestoreError(f"{path.name}: multi-coil k-space ({kspace.shape[0]} coils) needs sensitivity maps; the command line takes single-coil k-space")
+        kspace, note = operators.mri.standard_layout(kspace)
         height, width = kspace.shape[-2:]
         spec = mask_spec(height, width, kspace)
         if spec:
@@ -304,18 +318,28 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
         else:
             sampled = stored_mask if stored_mask is not None else (kspace[0].abs() > 0).to(torch.float64)
             op = operators.mri.MRI.from_mask(sampled, (1, height, width))
-        # k-space of an image with intensities in [0, 1] → library range [-1, 1]: A(2x - 1) = 2 A(x) - A(1)
-        scale = float(op.A_adjoint(kspace[None].to(torch.complex64)).abs().max().clamp_min(1e-12))
+        # k-space of an image with intensities in [0, scale] → library range [-1, 1]: A(2x - 1) = 2 A(x) - A(1)
+        scale = intensity_scale or stored_intensity_scale(path) or float(
+            op.A_adjoint(kspace[None].to(torch.complex64)).abs().max().clamp_min(1e-12))
         ones = torch.ones((1, 1, height, width))
         y = 2 * kspace[None].to(torch.complex64) / scale - op.A(ones)
         ref_path = references(path)
         ref = reference_for(ref_path, (1, height, width)) if ref_path else None
-        return Item(index, path.stem, path, y, op, noise, ref, None, 8, None, {"scale": scale})
+        return Item(index, path.stem, path, y, op, noise, ref, None, 8, None, {"intensity_scale": scale},
+                    [note] if note else [])
 
     settings = {"mask": mask, "acceleration": acceleration, "center_lines": center_lines, "noise": noise_sigma,
-                "simulate": simulate_input}
-    return TaskSetup("mri", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy", ".h5", ".hdf5"),
+                "simulate": simulate_input, "intensity_scale": intensity_scale or "auto"}
+    return TaskSetup("mri", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy", ".npz", ".h5", ".hdf5"),
                      existing(mask, reference))
+
+
+def stored_intensity_scale(path: Path) -> float | None:
+    """The intensity scale an .npz measurement of restore's carries, else None."""
+    if path.suffix.lower() != ".npz":
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return float(data["intensity_scale"]) if "intensity_scale" in data.files else None
 
 
 def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, simulate_input: bool,

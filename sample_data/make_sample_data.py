@@ -1,11 +1,19 @@
 """Regenerate sample_data/: five public-domain test images shipped with scikit-image, inpainting masks
-(white = missing) matched to them by file name, and two blur kernels.
+(white = missing) matched to them by file name, two blur kernels, and degraded measurements of the
+images for every command, made with restore's own operators (the README's examples run on them):
 
     python sample_data/make_sample_data.py
 
-Images are scaled so that their longer side is 256 pixels (odd sizes on purpose: restore handles any
-size); ``camera`` stays grayscale. Masks are free-form brush strokes plus a box, drawn by the
-library's own seeded ``strokes`` operator, so the same files come out every time.
+    images/    the photographs (longer side 256 pixels, odd sizes on purpose; ``camera`` is grayscale)
+    masks/     free-form brush strokes plus a box, white = missing (the seeded ``strokes`` and ``box`` operators)
+    kernels/   Levin et al.'s camera-shake kernel 3 (.npy) and a 15×15 Gaussian (.png)
+    blurry/    astronaut, chelsea and coffee blurred by kernels/levin_k3.npy (reflecting borders), noise σ 0.01
+    lowres/    astronaut and rocket downsampled 4× (bicubic), noise σ 0.01
+    noisy/     astronaut with Gaussian noise σ 0.05
+    mri/       camera's k-space (centred, orthonormal, of the [0, 1] image), 4× equispaced lines, noise σ 0.01
+    ct/        camera's 60-angle parallel-beam sinogram (of the [0, 1] image), noise 0.5 % of its maximum
+
+Noise is drawn from fixed seeds, so the same files come out every time.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from skimage import data
 from skimage.transform import resize
 
 import operators
-from restore.io import write_image
+from restore.io import save_array, write_image
+from restore.noise import GaussianNoise, simulate
 
 HERE = Path(__file__).parent
 IMAGES = ["astronaut", "camera", "chelsea", "coffee", "rocket"]
@@ -56,7 +65,32 @@ def main() -> None:
     x = np.arange(15) - 7
     gaussian = np.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * 2.0**2))
     write_image(HERE / "kernels" / "gaussian_15_2.png", torch.from_numpy(gaussian / gaussian.max())[None].float() * 2 - 1)
-    print(f"wrote {len(IMAGES)} images, masks and 2 kernels under {HERE}")
+    write_measurements()
+    print(f"wrote {len(IMAGES)} images, masks, 2 kernels and measurements for every command under {HERE}")
+
+
+def write_measurements() -> None:
+    """Degraded versions of the images, the inputs of the README's examples (σ on the [0, 1] scale)."""
+    levin = torch.from_numpy(np.load(HERE / "kernels" / "levin_k3.npy"))
+    for index, name in enumerate(["astronaut", "chelsea", "coffee"]):
+        x = load(name)[None]
+        blur = operators.blur.make_blur(levin, tuple(x.shape[1:]), "reflect")
+        write_image(HERE / "blurry" / f"{name}.png", simulate(x, blur, GaussianNoise(2 * 0.01), [index])[0])
+    for index, name in enumerate(["astronaut", "rocket"]):
+        x = load(name)[None]
+        x = x[..., : x.shape[-2] // 4 * 4, : x.shape[-1] // 4 * 4]  # whole 4×4 blocks
+        down = operators.build("bicubic:4", tuple(x.shape[1:]))
+        write_image(HERE / "lowres" / f"{name}.png", simulate(x, down, GaussianNoise(2 * 0.01), [index])[0])
+    x = load("astronaut")[None]
+    write_image(HERE / "noisy" / "astronaut.png", simulate(x, operators.build("identity", tuple(x.shape[1:])), GaussianNoise(2 * 0.05), [0])[0])
+    u = (load("camera")[None].double() + 1) / 2  # intensities in [0, 1], the convention of real k-space and sinograms
+    mri = operators.build("mri:equispaced:4:center=20", tuple(u.shape[1:])).double()
+    kspace = simulate(u, mri, GaussianNoise(0.01), [0])[0, 0]
+    save_array(HERE / "mri" / "camera.npy", (kspace * mri.mask[0, 0]).numpy().astype(np.complex64))  # zero where not sampled
+    ct = operators.build("ct:60", tuple(u.shape[1:])).double()
+    clean = ct.A(u)
+    sinogram = simulate(u, ct, GaussianNoise(0.005 * float(clean.abs().max())), [0])[0, 0]
+    save_array(HERE / "ct" / "camera.npy", sinogram.numpy().astype(np.float32))
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def test_num_samples_write_samples_and_uncertainty(images, tiny_prior, tmp_path)
 def test_mri_and_ct_simulated(images, tiny_prior, tmp_path):
     result = invoke("mri", images / "g.png", "--simulate", "--acceleration", "2", "--out", tmp_path / "m", *fast(tiny_prior), "--json")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "m" / "measurement" / "g.npy").is_file()
+    assert (tmp_path / "m" / "measurement" / "g.npz").is_file()
     result = invoke("ct", images / "g.png", "--simulate", "--angles", "8", "--out", tmp_path / "c", *fast(tiny_prior), "--json")
     assert result.exit_code == 0, result.output
 
