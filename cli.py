@@ -316,8 +316,8 @@ def deblur(
 ) -> None:
     """Remove a known blur from images.
 
-    The default sampler (DDRM) does well on both kinds of blur; DPIR does better: --sampler dpir for Gaussian
-    (out-of-focus) blur, --sampler dpir --set lam=0.4 for motion blur (benchmarks/RESULTS.md, session 15).
+    Default: DPIR, with λ 0.2 for a Gaussian-like (smooth, round) kernel and 0.4 for camera shake and other
+    blurs — the kernel's shape decides; with --num-samples > 1, DDRM (circular boundary) or DiffPIR.
     """
     from restore import tasks
 

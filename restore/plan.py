@@ -20,7 +20,7 @@ from torch import Tensor
 
 from restore.errors import NumericalError
 from restore.samplers import PosteriorSamples, draw_samples, get_sampler
-from restore.samplers.defaults import choose_sampler, defaults_for, with_options
+from restore.samplers.defaults import choose_sampler, defaults_for, problem_kind, with_options
 from restore.seeds import generators
 
 
@@ -67,7 +67,7 @@ def make_plan(task: str, request: Request = Request(), operator=None, params: An
     ``params`` replaces the defaults table's hyperparameters (the options then apply over them).
     """
     sampler = choose_sampler(task, operator, request.sampler, request.num_samples)
-    defaults = defaults_for(sampler, task)
+    defaults = defaults_for(sampler, task, problem_kind(task, operator))
     params = with_options(params if params is not None else defaults.params, request.options, sampler)
     return Plan(task, sampler, request.steps or defaults.steps, params, request.num_samples, request.seed)
 

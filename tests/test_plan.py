@@ -54,10 +54,21 @@ def test_one_estimate_methods_fall_back_to_a_posterior_sampler_when_samples_are_
 def test_an_operator_without_an_svd_gets_a_sampler_that_can_take_it():
     reflect = operators.build("blur:gaussian:5:1.0:boundary=reflect", (3, 16, 16))
     circular = operators.build("blur:gaussian:5:1.0:boundary=circular", (3, 16, 16))
-    assert make_plan("deblur", Request(), circular).sampler == "ddrm"
-    assert make_plan("deblur", Request(), reflect).sampler == defaults.NO_SVD_SAMPLER
-    with pytest.raises(RestoreError, match="ddrm needs an operator with an SVD.*use one of: ddnm, diffpir"):
+    assert make_plan("deblur", Request(num_samples=2), circular).sampler == "ddrm"
+    assert make_plan("deblur", Request(num_samples=2), reflect).sampler == defaults.NO_SVD_SAMPLER
+    with pytest.raises(RestoreError, match="ddrm needs an operator with an SVD.*--boundary circular.*use one of: ddnm, diffpir"):
         make_plan("deblur", Request("ddrm"), reflect)
+
+
+def test_the_deblurring_default_follows_the_kind_of_blur():
+    """Camera shake wants DPIR's λ 0.4, a Gaussian blur 0.2 (RESULTS.md, "Deblurring defaults"), whatever the boundary."""
+    for boundary in ("circular", "reflect"):
+        gaussian = make_plan("deblur", Request(), operators.build(f"blur:gaussian:9:2.0:boundary={boundary}", (3, 32, 32)))
+        shake = make_plan("deblur", Request(), operators.build(f"blur:levin:2:boundary={boundary}", (3, 32, 32)))
+        assert gaussian.sampler == shake.sampler == "dpir"
+        assert (gaussian.params.lam, shake.params.lam) == (0.2, 0.4)
+    explicit = make_plan("deblur", Request("dpir", options=("lam=0.3",)), operators.build("blur:levin:2", (3, 32, 32)))
+    assert explicit.params.lam == 0.3  # --set applies over the kind's default
 
 
 def test_nfe_counts_posterior_samples_and_time_travel():

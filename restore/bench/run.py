@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+import operators
+
 from restore.bench.suite import PROTOCOL_SIZE, TV_WEIGHT, WIENER_BALANCE, BenchTask, Method, Problem, load_reference, make_problem, method_plan, solve_problems
-from restore.errors import RestoreError
+from restore.errors import USER_ERRORS, RestoreError
 from restore.io import atomic_write, write_image
 from restore.metrics import lpips_distance, psnr, ssim
 from restore.plan import Request, make_plan
@@ -184,7 +186,13 @@ def method_config(task: BenchTask, method: Method, options: BenchOptions) -> str
     if method.sampler is None:
         return f"{task.baseline_name}; Wiener balance {WIENER_BALANCE}; TV weight {TV_WEIGHT}"
     request = Request(method.sampler, method.steps or options.steps, (), method.samples, options.seed)
-    return json.dumps(make_plan(task.family, request).to_dict(), sort_keys=True)
+    channels = 1 if task.luminance else 3
+    operator = operators.build(task.spec(0, options.size), (channels, options.size, options.size))  # its kind decides
+    try:
+        plan = make_plan(task.family, request, operator)
+    except USER_ERRORS:  # a sampler this task's operator cannot take: its rows are n/a
+        plan = make_plan(task.family, request)
+    return json.dumps(plan.to_dict(), sort_keys=True)
 
 
 def run_method(task: BenchTask, method: Method, config: str, problems: list[Problem], denoiser, options: BenchOptions,

@@ -30,7 +30,8 @@ TASKS = ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct")
 #: the sampler that does each task best per network evaluation (RESULTS.md, "Samplers on the task suite")
 TASK_SAMPLER = {
     "inpaint": "diffpir",  # large holes; at 20 NFE DDRM is biased on pixel masks (random70: 23.2 dB vs 26.9)
-    "deblur": "ddrm",  # serves both blurs with one setting; DPIR leads with a λ per blur kind (session 15)
+    # both kinds of blur and both boundaries, each with its λ (deblur/motion below): RESULTS.md "Deblurring defaults"
+    "deblur": "dpir",
     "superres": "dpir",  # sr4: +0.86 dB over bicubic against DDRM's +0.20 (validation images 0–7)
     "denoise": "ddrm",
     "colorize": "diffpir",  # 18.33 dB against DDRM's 17.27 (tuning images 40–45)
@@ -38,7 +39,7 @@ TASK_SAMPLER = {
     "ct": "dpir",  # ct60: +7.44 dB over FBP against DiffPIR's +6.67, at 12 NFE instead of 20
 }
 #: when posterior samples are asked for (--num-samples > 1) and the task's sampler gives one estimate
-POSTERIOR_SAMPLER = {"superres": "ddrm", "mri": "diffpir", "ct": "diffpir"}
+POSTERIOR_SAMPLER = {"deblur": "ddrm", "superres": "ddrm", "mri": "diffpir", "ct": "diffpir"}
 #: when the task's sampler needs an SVD the operator lacks (e.g. blur with reflecting boundaries)
 NO_SVD_SAMPLER = "diffpir"
 
@@ -49,9 +50,21 @@ class Defaults:
     params: Any
 
 
-def defaults_for(sampler: str, task: str) -> Defaults:
+def problem_kind(task: str, operator=None) -> str | None:
+    """A finer key of the table where one task covers problems that want other settings: the kind of a blur
+    (``gaussian`` or ``motion``, from its kernel's shape: operators.blur.kernel_kind). None: the task's own."""
+    if task == "deblur" and operator is not None:
+        return getattr(operator, "kind", None)
+    return None
+
+
+def defaults_for(sampler: str, task: str, kind: str | None = None) -> Defaults:
+    """The (sampler, task) entry, or its ``task/kind`` variant where the table has one."""
+    entries = TABLE.get(sampler, {})
+    if kind is not None and f"{task}/{kind}" in entries:
+        return entries[f"{task}/{kind}"]
     try:
-        return TABLE[sampler][task]
+        return entries[task]
     except KeyError:
         raise RestoreError(f"no defaults for sampler '{sampler}' on task '{task}'") from None
 
@@ -190,6 +203,7 @@ TABLE: dict[str, dict[str, Defaults]] = {
     "dpir": {  # the paper's λ 0.23, σ_1 49/255 were the start; periodical self-ensemble on
         "inpaint": Defaults(16, DPIRParams(lam=0.02, sigma_max=1.5)),  # sweep: steps × λ, random70, images 40–47
         "deblur": Defaults(16, dataclasses.replace(DPIR_RENOISED, sigma_min=0.01)),  # sweep: σ_min, gblur/mblur 40–47
+        "deblur/motion": Defaults(16, dataclasses.replace(DPIR_RENOISED, sigma_min=0.01, lam=0.4)),  # sweep: λ, mblur 40–47
         "superres": Defaults(16, DPIR_RENOISED),  # sweep: renoise, σ_1, steps, sr4, images 40–47
         "denoise": Defaults(8, DPIRParams(lam=0.2, sigma_max=0.4)),  # sweep: λ, steps, images 40–43
         "colorize": Defaults(12, dataclasses.replace(DPIR_HOLES, renoise=0.6)),  # sweep: renoise, images 40–45
