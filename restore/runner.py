@@ -35,8 +35,8 @@ import torch
 
 from restore import __version__
 from restore.errors import Interrupted, RestoreError
-from restore.io import (atomic_write, make_folder, make_grid, remove_stale_temporaries, save_array, save_arrays, to_display,
-                        write_gif, write_image)
+from restore.figures import STD_FULL_SCALE, grid, uncertainty_image
+from restore.io import atomic_write, make_folder, remove_stale_temporaries, save_array, save_arrays, write_gif, write_image
 from restore.metrics import compute_metrics
 from restore.plan import Plan, Request, make_plan, solve
 from restore.records import as_float, check_same_settings, failure_text, json_text, nan_mean
@@ -309,19 +309,36 @@ def solve_and_write(items: list[Item], plan: Plan, denoiser, options: RunOptions
             operator=item.operator.spec, sampler=plan.sampler, steps=plan.steps, plan=plan.to_dict(),
             notes="; ".join(item.notes),
         )
-        written = write_outputs(item, restoration, result, b, options, frames)
-        record.output = str(written["restoration"])
-        record.outputs = {kind: str(path) for kind, path in written.items()}
+        metrics = None
         if item.reference is not None:
             metrics = compute_metrics(restoration[None], item.reference.float(), lpips=lpips)
             record.psnr, record.ssim, record.lpips = (round(float(metrics[k]), 4) for k in ("psnr", "ssim", "lpips"))
+        written = write_outputs(item, restoration, result, b, options, frames, metrics)
+        record.output = str(written["restoration"])
+        record.outputs = {kind: str(path) for kind, path in written.items()}
         payload = json_text({"settings": settings, "record": asdict(record)})
         atomic_write(output_paths(options.out, item.name)["record"], lambda f, text=payload: f.write(text.encode()))
         records.append(record)
     return records
 
 
-def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options: RunOptions, frames: list) -> dict[str, Path]:
+def result_grid(item: Item, restoration: torch.Tensor, std: torch.Tensor | None, metrics: dict | None) -> torch.Tensor:
+    """measurement | restoration (its PSNR / SSIM) | reference | uncertainty with its colour bar, all at the restoration's size."""
+    panels, labels = [item.y[0].detach().cpu(), restoration], ["measurement", "restoration"]
+    captions = ["", f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}" if metrics else ""]
+    if item.reference is not None:
+        panels.append(item.reference[0].float())
+        labels.append("reference")
+        captions.append("")
+    if std is not None:
+        panels.append(uncertainty_image(std.float().cpu()))
+        labels.append("uncertainty (std)")
+        captions.append(f"0 to {STD_FULL_SCALE:g} of the pixel range")
+    return grid(panels, labels, captions, size=tuple(restoration.shape[-2:]), bar=std is not None)
+
+
+def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options: RunOptions, frames: list,
+                  metrics: dict | None = None) -> dict[str, Path]:
     """Write the restoration and its side files; returns what was written (kind → path)."""
     num_samples = result.samples.shape[0]
     paths = output_paths(options.out, item.name, num_samples)
@@ -334,9 +351,8 @@ def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options
             write_image(paths[f"sample{k}"], result.samples[k - 1, b].float().cpu(), bit_depth=item.bit_depth)
         std = result.std[b].float().cpu()
         written |= {"std": paths["std"], "std_array": paths["std_array"]}
-        write_image(paths["std"], (std / std.max().clamp_min(1e-8)) * 2 - 1)
-        save_array(paths["std_array"], (std / 2).numpy())  # on the [0, 1] pixel scale
-    measurement = item.y[0].detach().cpu()
+        write_image(paths["std"], uncertainty_image(std))  # colour scale: 0 (black) → STD_FULL_SCALE (pale yellow)
+        save_array(paths["std_array"], (std / 2).numpy())  # exact, on the [0, 1] pixel scale
     saved = item.saved_measurement
     if isinstance(saved, torch.Tensor):
         written["measurement"] = paths["measurement"]
@@ -348,17 +364,8 @@ def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options
         written["measurement_array"] = paths["measurement_array"]
         save_array(paths["measurement_array"], saved)
     if options.save_grid:
-        columns = [to_display(measurement), restoration]
-        labels = ["measurement", "restoration"]
-        if item.reference is not None:
-            columns.append(item.reference[0].float())
-            labels.append("reference")
-        if num_samples > 1:
-            std = result.std[b].float().cpu()
-            columns.append((std / std.max().clamp_min(1e-8)) * 2 - 1)
-            labels.append("uncertainty")
         written["grid"] = paths["grid"]
-        write_image(paths["grid"], make_grid(columns, labels))
+        write_image(paths["grid"], result_grid(item, restoration, result.std[b] if num_samples > 1 else None, metrics))
     if options.save_progress and frames:
         written["progress"] = paths["progress"]
         write_gif(paths["progress"], [f[b] for f in frames])
