@@ -113,6 +113,8 @@ BatchSize = Annotated[int, typer.Option(min=1, help="Images restored together (s
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or table.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
 NOISE_HELP = "Measurement noise σ on the [0, 1] pixel scale (e.g. 0.025)."
+#: restore bench's default tasks (restore.bench.suite.PROTOCOL; spelled here so --help needs no torch import)
+PROTOCOL_TASKS = ("sr4", "gblur", "mblur", "box", "random70", "denoise", "mri4x", "ct60")
 
 
 @dataclass(frozen=True)
@@ -431,7 +433,7 @@ def metrics(
 @user_errors
 def bench(
     images: Annotated[Path, typer.Argument(help="Folder of evaluation photographs (image i = i-th file in sorted order).", show_default=False)],
-    tasks: Annotated[str, typer.Option(help="Comma-separated tasks of the suite (../shared/protocol.md): sr4, gblur, mblur, box, random70, denoise, mri4x, ct60.")] = "sr4,gblur,mblur,box,random70,denoise,mri4x,ct60",
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks: the suite of ../shared/protocol.md (sr4, gblur, mblur, box, random70, denoise, mri4x, ct60, the default) and freeform (large free-form holes) and colorize.")] = ",".join(PROTOCOL_TASKS),
     samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm, dpir); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir,dpir",
     baselines: Annotated[bool, typer.Option(help="Also run each task's classical baseline (bicubic, Wiener, biharmonic, TV, zero-filled, FBP).")] = True,
     samples: Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 scores their mean (the MMSE estimate, labelled NAME+meanN) at N times the cost.")] = 1,

@@ -252,6 +252,39 @@ class StrokesInpainting(Inpainting):
         return cls(in_shape, count, width, read_seed(keywords))
 
 
+@register
+class FreeformInpainting(Inpainting):
+    """Large free-form holes: thick brush strokes added one by one until a seeded share in [25 %, 40 %] of the
+    image is missing (the sample masks' look, bench task ``freeform``)."""
+
+    name = "freeform"
+    #: the missing share is drawn uniformly from this range
+    COVERAGE = (0.25, 0.40)
+
+    def __init__(self, in_shape: tuple[int, int, int], seed: int = 0) -> None:
+        _, h, w = in_shape
+        generator = torch.Generator().manual_seed(seed)
+        target = self.COVERAGE[0] + (self.COVERAGE[1] - self.COVERAGE[0]) * float(torch.rand((), generator=generator))
+        scale = math.sqrt(h * w) / 256
+        missing = torch.zeros(h, w, dtype=torch.bool)
+        for _ in range(200):  # a stroke that would go past the range is drawn again (another random stroke)
+            width = max(1, round((16 + 20 * float(torch.rand((), generator=generator))) * scale))
+            candidate = missing | stroke_mask(h, w, 1, width, generator)
+            if candidate.float().mean() <= self.COVERAGE[1]:
+                missing = candidate
+            if missing.float().mean() >= target:
+                break
+        super().__init__(~missing[None, None], in_shape, f"{self.name}:seed={seed}")
+
+    @classmethod
+    def from_spec(cls, args: str, in_shape: tuple[int, int, int]) -> FreeformInpainting:
+        positional, keywords = parse_args(args)
+        check_keywords(cls.name, keywords, ("seed",))
+        if positional:
+            raise OperatorError(f"freeform takes no positional arguments (only seed=S), got '{args}'")
+        return cls(in_shape, read_seed(keywords))
+
+
 def stroke_mask(h: int, w: int, count: int | None, width: int | None, generator: torch.Generator) -> Tensor:
     """Boolean (H, W), True on ``count`` random brush strokes of diameter ``width`` (None: random, see the module doc)."""
     scale = math.sqrt(h * w) / 256

@@ -43,14 +43,14 @@ def test_suite_runs_end_to_end_and_resumes(two_images, tiny_prior, tmp_path, one
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     rows = read_results(out)
-    assert len(rows) == 2 * len(suite.TASKS) * 3  # images × tasks × (baseline, ddrm, diffpir)
+    assert len(rows) == 2 * len(suite.PROTOCOL) * 3  # images × tasks × (baseline, ddrm, diffpir)
     by_key = {(r["task"], r["method"], r["image"]): r for r in rows}
     assert by_key[("ct60", "ddrm", "camera")]["status"] == "n/a"  # DDRM needs an SVD, CT has none
     assert all(r["status"] == "ok" for r in rows if r["method"] != "ddrm" or r["task"] not in ("ct60", "mri4x"))
     assert all(float(r["nfe"]) == 2 for r in rows if r["method"] == "diffpir")
     summary = (out / "summary.md").read_text()
     assert "| sr4 | baseline (bicubic) | 2 |" in summary and "n/a (needs an SVD)" in summary
-    for task in suite.TASKS:
+    for task in suite.PROTOCOL:
         assert (out / f"{task}.png").is_file()
     restored = run.restoration_path(out, "box", "diffpir", "rocket")
     assert restored.is_file()
@@ -157,3 +157,37 @@ def test_samples_scores_the_mean_of_posterior_samples(two_images, tiny_prior, tm
     one = run.restoration_path(out, "denoise", "diffpir", "rocket")
     mean = run.restoration_path(out, "denoise", "diffpir+mean2", "rocket")
     assert mean.is_file() and mean.read_bytes() != one.read_bytes()
+
+
+def test_the_cli_default_tasks_are_the_protocol():
+    from cli import PROTOCOL_TASKS
+
+    assert PROTOCOL_TASKS == suite.PROTOCOL and set(suite.PROTOCOL) < set(suite.TASKS)
+
+
+def test_freeform_and_colorize_rows_carry_what_psnr_misses(two_images, tiny_prior, tmp_path, one_thread):
+    out = tmp_path / "bench"
+    result = invoke("bench", two_images, "--out", out, "--prior", tiny_prior, "--size", SIZE, "--steps", "1",
+                    "--tasks", "freeform,colorize", "--samplers", "diffpir", "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = {(r["task"], r["method"]): r for r in read_results(out)}
+    # a random prior fills with noise: more "texture" than the truth
+    assert float(rows[("freeform", "diffpir")]["texture"]) > 1 and float(rows[("freeform", "baseline")]["texture"]) > 0
+    assert float(rows[("freeform", "baseline")]["hole_psnr"]) > 5
+    gray = rows[("colorize", "baseline")]
+    assert float(gray["colourfulness"]) == pytest.approx(0, abs=1e-6) and float(gray["chroma_error"]) > 0
+    assert "texture ratio" in (out / "summary.md").read_text()
+
+
+def test_texture_ratio_is_one_for_the_truth_and_low_for_a_blur():
+    from restore.metrics import hole_psnr, texture_ratio
+
+    x = suite.load_reference(SAMPLE / "images" / "chelsea.png", 64)
+    missing = torch.zeros(1, 1, 64, 64, dtype=torch.bool)
+    missing[..., 16:48, 16:48] = True
+    blurred = torch.nn.functional.avg_pool2d(x, 7, stride=1, padding=3, count_include_pad=False)
+    assert float(texture_ratio(x, x, missing)) == pytest.approx(1.0)
+    assert float(texture_ratio(blurred, x, missing)) < 0.6
+    noisy = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert float(texture_ratio(noisy, x, missing)) > 1.5
+    assert float(hole_psnr(x, x, missing)) > 100 and float(hole_psnr(blurred, x, missing)) < 40

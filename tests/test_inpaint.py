@@ -324,3 +324,14 @@ def test_float32_buffer_follows_to_and_casts_on_the_fly():
     x = rand((1, 6, 6))
     assert op.A(x).dtype == torch.float64
     assert op.double().mask.dtype == torch.float64
+
+
+def test_freeform_holes_cover_a_quarter_to_two_fifths_and_rebuild_from_their_spec():
+    for shape in ((3, 256, 256), (1, 171, 256), (3, 64, 96)):
+        shares = []
+        for seed in range(12):
+            op = operators.build(f"freeform:seed={seed}", shape)
+            shares.append(float(missing_fraction(op)))
+            assert torch.equal(operators.build(op.spec, shape).mask, op.mask)
+        assert min(shares) >= 0.25 and max(shares) <= 0.40, shares
+        assert len(set(shares)) > 6  # the seed decides

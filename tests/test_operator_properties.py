@@ -11,7 +11,8 @@ from operators import OperatorError, SVDOperator, inner
 # Example specs per module of linear operators; every registered linear operator must appear at least once
 # (nonlinear ones — JPEG — have their own tests: there is no adjoint to check).
 CASES: dict[str, list[str]] = {
-    "inpaint": ["box:16:seed=1", "random:0.7:seed=2", "random:0.5:channels=per", "strokes:seed=3", "mask:tests/data/inpaint_mask_37x53.png"],
+    "inpaint": ["box:16:seed=1", "random:0.7:seed=2", "random:0.5:channels=per", "strokes:seed=3", "freeform:seed=4",
+                "mask:tests/data/inpaint_mask_37x53.png"],
     "blur": ["blur:gaussian:7:1.5", "blur:gaussian:3:0.5:boundary=reflect", "blur:gaussian:3:0.5:boundary=valid",
              "blur:motion:9:0.5:seed=1", "blur:motion:5:0.3:seed=2:boundary=reflect", "blur:levin:5"],
     "resize": ["bicubic:2", "bicubic:4", "bicubic:8", "avgpool:2", "nearest:4"],

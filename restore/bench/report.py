@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from restore import __version__
-from restore.bench.run import Row, restoration_path
+from restore.bench.run import EXTRA_METRICS, Row, restoration_path
 from restore.bench.suite import TASKS, BenchTask, Method, load_reference, make_problem
 from restore.io import atomic_write, make_grid, read_image, to_display, write_image
 from restore.records import nan_mean
@@ -35,6 +35,7 @@ def mean_table(rows: Sequence[Row]) -> list[dict]:
         table.append({"task": task, "method": method, "images": len(ok), "failed": sum(r.status == "failed" for r in group),
                       "na": sum(r.status == "n/a" for r in group), "psnr": mean("psnr"), "ssim": mean("ssim"),
                       "lpips": mean("lpips"), "nfe": max((r.nfe for r in ok), default=0), "seconds": mean("seconds"),
+                      **{k: mean(k) for k in EXTRA_METRICS},
                       "images_set": {r.image for r in ok}, "rows": ok})
     table.sort(key=lambda e: (order.index(e["task"]) if e["task"] in order else len(order), e["method"] != "baseline", e["method"]))
     return table
@@ -77,6 +78,15 @@ def summary_markdown(rows: Sequence[Row], settings: dict, grids: dict[str, list[
             lines.append(f"| {task} | {name} | {e['images']}{failed} | {_format(e['psnr'], 2, e['psnr'] == best_psnr)} | {delta} | "
                          f"{_format(e['ssim'], 4, e['ssim'] == best_ssim)} | {_format(e['lpips'], 4, e['lpips'] == best_lpips)} | "
                          f"{e['nfe']} | {e['seconds']:.2f} |")
+    extra = [e for e in table if any(not math.isnan(e[k]) for k in EXTRA_METRICS)]
+    if extra:
+        lines += ["", "What PSNR misses: inside the holes, the texture ratio (mean gradient magnitude over the truth's: 1 is as "
+                  "detailed, a blur ~0.4) and PSNR; for colorization, colourfulness over the truth's (Hasler & Süsstrunk) "
+                  "and the RMS chroma error (Cb, Cr on [0, 1]).", "",
+                  "| task | method | texture ratio | hole PSNR | colourfulness ratio | chroma error |", "| --- | --- | --- | --- | --- | --- |"]
+        for e in extra:
+            lines.append(f"| {e['task']} | {e['method']} | " + " | ".join(_format(e[k], 3 if k == "chroma_error" else 2, False)
+                                                                     for k in EXTRA_METRICS) + " |")
     if grids:
         lines += ["", "## Pictures", ""]
         for task, columns in grids.items():

@@ -24,7 +24,7 @@ import operators
 from restore.bench.suite import PROTOCOL_SIZE, TV_WEIGHT, WIENER_BALANCE, BenchTask, Method, Problem, load_reference, make_problem, method_plan, solve_problems
 from restore.errors import USER_ERRORS, RestoreError
 from restore.io import atomic_write, write_image
-from restore.metrics import lpips_distance, psnr, ssim
+from restore.metrics import chroma_error, colourfulness, hole_psnr, lpips_distance, psnr, ssim, texture_ratio
 from restore.plan import Request, make_plan
 from restore.records import check_same_settings, failure_text, json_text
 from restore.samplers import get_sampler
@@ -46,8 +46,16 @@ class Row:
     #: the method's full setting (steps and hyperparameters, or the baseline's parameters): a row made
     #: with another setting — e.g. before a default changed — is redone when the run resumes
     config: str = ""
+    #: inpainting: detail inside the holes over the truth's (restore.metrics.texture_ratio), and PSNR there
+    texture: float = math.nan
+    hole_psnr: float = math.nan
+    #: colorization: colourfulness over the truth's (Hasler & Süsstrunk 2003), and the chroma's RMS error
+    colourfulness: float = math.nan
+    chroma_error: float = math.nan
 
 
+#: the measures only some tasks have
+EXTRA_METRICS = ("texture", "hole_psnr", "colourfulness", "chroma_error")
 ROW_FIELDS = [f.name for f in fields(Row)]
 
 
@@ -90,6 +98,7 @@ def read_rows(path: Path) -> list[Row]:
                     status=record["status"], psnr=float(record["psnr"]), ssim=float(record["ssim"]),
                     lpips=float(record["lpips"]), nfe=int(record["nfe"]), steps=int(record["steps"]),
                     seconds=float(record["seconds"]), error=record["error"] or "", config=record.get("config") or "",
+                    **{k: float(record.get(k) or "nan") for k in EXTRA_METRICS},
                 )
             except (KeyError, TypeError, ValueError):
                 continue
@@ -223,6 +232,7 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
     x = torch.cat([p.x for p in problems])
     values = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
     values["lpips"] = lpips_distance(lpips, x_hat, x) if lpips is not None else torch.full((len(problems),), math.nan)
+    values |= task_measures(task, problems, x_hat, x)
     rows = []
     for b, p in enumerate(problems):
         write_image(restoration_path(options.out, task.name, method.label, p.name), x_hat[b])
@@ -230,3 +240,13 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
                         **{k: round(float(v[b]), 4) for k, v in values.items()},
                         nfe=nfe, steps=steps, seconds=round(seconds, 3), config=config))
     return rows
+
+
+def task_measures(task: BenchTask, problems: list[Problem], x_hat: Tensor, x: Tensor) -> dict[str, Tensor]:
+    """The measures PSNR misses: texture in the holes for inpainting, colourfulness and chroma for colorization."""
+    if task.family == "inpaint":
+        missing = torch.cat([p.operator.mask[:, :1] < 0.5 for p in problems])
+        return {"texture": texture_ratio(x_hat, x, missing), "hole_psnr": hole_psnr(x_hat, x, missing)}
+    if task.family == "colorize":
+        return {"colourfulness": colourfulness(x_hat) / colourfulness(x).clamp_min(1e-9), "chroma_error": chroma_error(x_hat, x)}
+    return {}

@@ -124,11 +124,18 @@ TASKS: dict[str, BenchTask] = {t.name: t for t in [
     BenchTask("mblur", "deblur", lambda i, n: f"blur:levin:{i % 8 + 1}", "Wiener", wiener_baseline(WIENER_BALANCE["mblur"])),
     # 128 of 256 in the protocol; half the side for other --size values
     BenchTask("box", "inpaint", lambda i, n: f"box:{n // 2}:seed={i}", "biharmonic", biharmonic_baseline),
+    # large free-form holes (25–40 % of the image), where texture matters: restore.metrics.texture_ratio
+    BenchTask("freeform", "inpaint", lambda i, n: f"freeform:seed={i}", "biharmonic", biharmonic_baseline),
     BenchTask("random70", "inpaint", lambda i, n: f"random:0.7:seed={i}", "linear interpolation", linear_interpolation_baseline),
     BenchTask("denoise", "denoise", lambda i, n: "identity", "TV (Chambolle)", tv_baseline, noise_sigma=lambda x, op: 2 * 0.1),
     BenchTask("mri4x", "mri", lambda i, n: "mri:equispaced:4:center_lines=20", "zero-filled", zero_filled_baseline, luminance=True),
     BenchTask("ct60", "ct", lambda i, n: "ct:60", "FBP", fbp_baseline, luminance=True, noise_sigma=_ct_sigma),
+    BenchTask("colorize", "colorize", lambda i, n: "gray", "gray (the luminance)", lambda p: p.y.expand(-1, 3, -1, -1).clone()),
 ]}
+
+
+#: the standard suite of ../shared/protocol.md, what `restore bench` runs by default
+PROTOCOL = ("sr4", "gblur", "mblur", "box", "random70", "denoise", "mri4x", "ct60")
 
 
 def parse_tasks(names: str) -> list[BenchTask]:
