@@ -138,6 +138,7 @@ class TaskOptions:
     overwrite: Annotated[bool, typer.Option(help="Redo images already restored in the output folder.")] = False
     save_grid: Annotated[bool, typer.Option(help="Also write a side-by-side figure: measurement | restoration | reference | uncertainty.")] = False
     save_progress: Annotated[bool, typer.Option(help="Also write an animated GIF of the estimate x̂0 over the steps.")] = False
+    shard: Annotated[Optional[str], typer.Option(help="I/N: restore only image i of the sorted inputs where i mod N = I (a SLURM array, independent jobs). Under torchrun, RANK/WORLD_SIZE give it.", show_default=False)] = None
     quiet: Quiet = False
     json_out: JsonOut = False
 
@@ -175,27 +176,71 @@ def task_command(*, simulate: bool = True, noise_help: str = NOISE_HELP):
 
 
 def run_task(setup, images: str, options: TaskOptions) -> None:
-    """What every task command does: list inputs, check the request, load the prior, run with progress, report."""
+    """What every task command does: list inputs, check the request, load the prior, run with progress, report.
+
+    Under torchrun each process takes its share of the images (restore.shard) on its own GPU, and rank 0
+    writes the folder's report once all have finished; only rank 0 shows progress.
+    """
     from restore import api, runner
     from restore.io import list_images
     from restore.plan import Request, make_plan
+    from restore.shard import Shard
 
+    group = distributed_group()
+    shard = Shard.parse(options.shard) if options.shard else Shard.from_environment()
     inputs = list_images(images, setup.suffixes)
     out = options.out or runner.default_out(images)
     runner.check_outputs(out, inputs, setup.reads, options.num_samples)  # before the prior loads
     request = Request(options.sampler, options.steps, tuple(options.hyperparameters or ()), options.num_samples, options.seed)
     make_plan(setup.task, request)  # names, samples and hyperparameter values fail before the prior loads
     check_against_first_input(setup, inputs[0], request)
-    quiet = options.quiet or options.json_out
-    denoiser = load_prior(options.prior, options.device, options.precision, options.compile_network, quiet)
+    follower = group is not None and shard.index != 0  # torchrun's other ranks: rank 0 speaks for the job
+    quiet = options.quiet or options.json_out or follower
+    denoiser = load_prior(options.prior, local_device(options.device), options.precision, options.compile_network, quiet)
     lpips = load_lpips(denoiser, quiet)
     device = denoiser.alphas_cumprod.device
     settings = {"prior": options.prior, "device": device.type, "precision": api.resolve_precision(options.precision, device),
                 **setup.settings}
     run_options = runner.RunOptions(setup.task, out, request, settings, options.batch_size, options.overwrite,
-                                    options.save_grid, options.save_progress, setup.reads)
+                                    options.save_grid, options.save_progress, setup.reads, shard)
     records = run_with_progress(inputs, setup.prepare, denoiser, run_options, lpips, quiet)
-    finish(records, out, quiet, options.json_out)
+    if group is not None:  # every rank's records are written: rank 0 reports the whole folder
+        import torch.distributed as dist
+
+        dist.barrier()
+        if shard.index == 0:
+            records = runner.report_folder(out)
+        dist.destroy_process_group()
+    finish(records, out, quiet, options.json_out and not follower)
+
+
+def distributed_group():
+    """Join torchrun's process group (gloo: it only carries the end-of-run barrier), or None outside torchrun."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "MASTER_ADDR" not in os.environ:
+        return None
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    return dist.group.WORLD
+
+
+def local_device(device: str) -> str:
+    """``auto`` under torchrun with GPUs: this process's own GPU (LOCAL_RANK), not everyone's first."""
+    import os
+
+    import torch
+
+    if device == "auto" and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
+        local = int(os.environ["LOCAL_RANK"])
+        if local >= torch.cuda.device_count():
+            from restore.errors import RestoreError
+
+            raise RestoreError(f"rank {os.environ.get('RANK')}: LOCAL_RANK {local} has no GPU (this machine has "
+                               f"{torch.cuda.device_count()}); start at most that many processes per node")
+        return f"cuda:{local}"
+    return device
 
 
 def check_against_first_input(setup, first: Path, request) -> None:
@@ -250,7 +295,10 @@ def run_with_progress(inputs, prepare, denoiser, options, lpips, quiet):
             bars.update(steps_bar, completed=step, total=total)
 
         def on_image_done(record) -> None:
-            bars.advance(images_bar)
+            if options.shard.count > 1:  # the whole job's progress: every process's records so far
+                bars.update(images_bar, completed=len(list((options.out / runner.RECORDS).glob("*.json"))))
+            else:
+                bars.advance(images_bar)
 
         hooks = runner.Progress(on_image_start=on_image_start, on_image_done=on_image_done, on_steps=on_steps)
         records = runner.run(inputs, prepare, denoiser, options, lpips=lpips, progress=hooks)
@@ -389,7 +437,24 @@ def ct(
     run_task(tasks.ct(angles, arc, size, options.noise_sigma, options.simulate, options.reference), sinogram, options)
 
 
-# ---- metrics, priors, training -------------------------------------------------------------------
+# ---- metrics, reports, priors, training -----------------------------------------------------------
+@app.command()
+@user_errors
+def report(
+    folder: Annotated[Path, typer.Argument(help="A folder restore wrote (its .records/ hold one record per image).", show_default=False)],
+    quiet: Quiet = False, json_out: JsonOut = False,
+) -> None:
+    """Rewrite a folder's report.csv and report.json from its records: after a crashed or partial run, or while
+    several processes (torchrun, --shard) are still writing it."""
+    from restore import runner
+
+    if not folder.is_dir():
+        from restore.errors import RestoreError
+
+        raise RestoreError(f"{folder} is not a folder")
+    finish(runner.report_folder(folder), folder, quiet or json_out, json_out)
+
+
 @app.command()
 @user_errors
 def metrics(

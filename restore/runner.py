@@ -40,6 +40,7 @@ from restore.io import atomic_write, make_folder, remove_stale_temporaries, save
 from restore.metrics import compute_metrics
 from restore.plan import Plan, Request, make_plan, solve
 from restore.records import as_float, check_same_settings, failure_text, json_text, nan_mean
+from restore.shard import Shard, claim, release
 from restore.tasks import Item, Prepare
 
 RECORDS = ".records"
@@ -89,6 +90,8 @@ class RunOptions:
     save_progress: bool = False
     #: files and folders the command reads besides the inputs (masks, references, kernels): never written
     reads: tuple[Path, ...] = ()
+    #: this process's images (image i when i mod N == I): see restore.shard
+    shard: Shard = Shard()
 
 
 @dataclass
@@ -212,9 +215,11 @@ def run(
     settings = settings_record(options, getattr(denoiser, "info", {}))
     records: dict[int, Record] = {}
     pending: list[tuple[Item, Plan]] = []
+    claims: dict[int, Path] = {}
 
     def done(index: int, record: Record) -> None:
         records[index] = record
+        release(claims.pop(index, None))
         progress.on_image_done(record)
 
     def flush() -> None:
@@ -225,17 +230,21 @@ def run(
         pending.clear()
 
     try:
-        for index, path in enumerate(inputs):
+        for index, path in options.shard.items(inputs):
             try:
                 item = prepare(path, index)
                 plan = make_plan(options.task, options.request, item.operator)
             except Exception as err:  # noqa: BLE001 - one image's problem is that image's failure
                 done(index, Record(path.stem, str(path), "failed", error=failure_text(err)))
                 continue
-            previous = previous_record(output_paths(out, item.name), settings, plan, options.overwrite)
+            paths = output_paths(out, item.name)
+            previous = previous_record(paths, settings, plan, options.overwrite)
             if previous is not None:
                 done(index, previous)
                 continue
+            if (held := claim(paths["record"])) is None:
+                continue  # another process is restoring it
+            claims[index] = held
             if pending and (item.shape_key != pending[0][0].shape_key or plan != pending[0][1]):
                 flush()
             pending.append((item, plan))
@@ -243,6 +252,8 @@ def run(
                 flush()
         flush()
     except KeyboardInterrupt:
+        for held in claims.values():
+            release(held)
         kept = [records[i] for i in sorted(records)]
         write_reports(out, folder_records(out, settings, kept), settings)
         restored = sum(r.status in ("ok", "skipped") for r in kept)
@@ -251,6 +262,27 @@ def run(
     ordered = [records[i] for i in sorted(records)]
     write_reports(out, folder_records(out, settings, ordered), settings)
     return ordered
+
+
+def report_folder(out: Path) -> list[Record]:
+    """Rewrite report.csv / report.json from every record in ``out`` (``restore report``; a folder a crashed or
+    partial run left, or one that several processes wrote): the records of the newest settings. Returns them."""
+    newest: tuple[float, dict] | None = None
+    for path in (out / RECORDS).glob("*.json"):
+        try:
+            settings = json.loads(path.read_text())["settings"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if newest is None or path.stat().st_mtime > newest[0]:
+            newest = (path.stat().st_mtime, settings)
+    if newest is None:
+        raise RestoreError(f"{out} holds no records of restore's (no {RECORDS}/*.json)")
+    records = folder_records(out, newest[1], [])
+    for record in records:
+        record.status = "ok"  # as each was recorded
+    records.sort(key=lambda r: r.name)
+    write_reports(out, records, newest[1])
+    return records
 
 
 def folder_records(out: Path, settings: dict, current: Sequence[Record]) -> list[Record]:
