@@ -344,7 +344,7 @@ def finish(records, out: Path, quiet: bool, json_out: bool) -> None:
 @task_command(simulate=False)
 def inpaint(
     images: Images,
-    mask: Annotated[str, typer.Option(help="Mask file (white = missing), a folder of masks matched by file name, or a spec: box:128, random:0.7, strokes.", show_default=False)],
+    mask: Annotated[str, typer.Option(help="Mask file (white = missing), a folder of masks matched by file name, or a spec: box:128 (a 128-pixel square at a random position, seeded by the image's index), box:128@X,Y (its top-left corner at column X, row Y), random:0.7, strokes, freeform.", show_default=False)],
     invert_mask: Annotated[bool, typer.Option(help="The mask's white pixels are the KEPT ones.")] = False,
     *, options: TaskOptions,
 ) -> None:
@@ -585,7 +585,7 @@ def priors_list() -> None:
 
     table = Table()
     for column in ("name", "description", "status", "file"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for entry in registry.PRIORS.values():
         path = registry.weights_path(entry)
         table.add_row(entry.name, Text(entry.description), "present" if path.is_file() else "not downloaded", Text(str(path)))
@@ -594,12 +594,28 @@ def priors_list() -> None:
 
 @priors_app.command("info")
 @user_errors
-def priors_info(name: Annotated[str, typer.Argument(help="A prior name from `restore priors list`.")]) -> None:
-    """A prior's source, file, configuration and training record."""
+def priors_info(
+    name: Annotated[str, typer.Argument(help="A prior name from `restore priors list`, or a weights file (.safetensors/.pt).")],
+    json_out: JsonOut = False,
+) -> None:
+    """A prior's source, file, checksum status, network and training record."""
+    from rich.table import Table
+
     from restore.prior import registry
     from restore.records import json_text
 
-    typer.echo(json_text(registry.describe(name)))
+    info = registry.describe(name)
+    if json_out:
+        typer.echo(json_text(info))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in info.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        table.add_row(key.replace("_", " "), Text(str(value)))
+    Console().print(table)
 
 
 @priors_app.command("download")

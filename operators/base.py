@@ -166,6 +166,25 @@ class LinearOperator(Operator):
         c = _per_image(c, r)
         return conjugate_gradient(lambda v: self.A(self.A_adjoint(v)) + c * v, r, tol=tol, max_iter=max_iter)
 
+class Composed(LinearOperator):
+    """y = outer(inner(x)): a linear measurement of a transformed image (e.g. of an upsampled smaller one).
+
+    The adjoint is inner's after outer's; A⁺ and the proximal steps come by conjugate gradients. Not built
+    from a spec: its spec names both parts and does not rebuild it.
+    """
+
+    def __init__(self, outer: LinearOperator, inner: LinearOperator) -> None:
+        super().__init__(f"{outer.spec}∘{inner.spec}", inner.in_shape)
+        self.outer, self.inner = outer, inner
+        self.complex_input = inner.complex_input
+
+    def A(self, x: Tensor) -> Tensor:
+        return self.outer.A(self.inner.A(x))
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        return self.inner.A_adjoint(self.outer.A_adjoint(y))
+
+
 class SVDOperator(LinearOperator):
     """An operator given by its singular value decomposition A = U diag(s) V^T.
 

@@ -12,8 +12,8 @@ are all the same map x ↦ m ⊙ x, computed directly.
 
 Registered spec names (each a subclass of :class:`Inpainting`):
 
-* ``box:SIZE[:WIDTH][:top=T:left=L][:seed=S]`` — a SIZE (rows) × WIDTH (columns,
-  default SIZE) rectangle is missing. Without ``top``/``left`` its top-left corner
+* ``box:SIZE[:WIDTH][:top=T:left=L][:seed=S]`` or ``box:SIZE[:WIDTH]@X,Y`` — a SIZE (rows) × WIDTH (columns,
+  default SIZE) rectangle is missing, its top-left corner at column X (= left), row Y (= top) when given. Without ``top``/``left`` its top-left corner
   is drawn uniformly from [16, H - SIZE - 16] × [16, W - WIDTH - 16], the protocol
   of DPS's box inpainting (128 × 128 boxes in 256 × 256 images); along an axis too
   small for the 16-pixel margin the range is [0, H - SIZE].
@@ -168,6 +168,12 @@ class BoxInpainting(Inpainting):
     def from_spec(cls, args: str, in_shape: tuple[int, int, int]) -> BoxInpainting:
         positional, keywords = parse_args(args)
         check_keywords(cls.name, keywords, ("top", "left", "seed"))
+        if positional and "@" in positional[-1]:  # box:SIZE@X,Y: the top-left corner at column X, row Y
+            positional[-1], _, corner = positional[-1].partition("@")
+            x, sep, y = corner.partition(",")
+            if not sep or "top" in keywords or "left" in keywords:
+                raise OperatorError(f"box: give the corner as SIZE@X,Y (column, row), e.g. box:128@64,32; got '{args}'")
+            keywords |= {"left": x, "top": y}
         if not 1 <= len(positional) <= 2:
             raise OperatorError(f"box takes SIZE and optionally WIDTH (e.g. 'box:128' or 'box:64:96'), got '{args}'")
         size = read_integer(positional[0], "box size")

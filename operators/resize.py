@@ -45,7 +45,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import Tensor
 
-from operators.base import SVDOperator
+from operators.base import LinearOperator, SVDOperator
 from operators.errors import OperatorError
 from operators.registry import parse_args, read_integer, register
 
@@ -228,3 +228,25 @@ class Nearest(SeparableDownsample):
     name = "nearest"
     kernel = "box"
     antialias = False
+
+
+class Upsample(LinearOperator):
+    """MATLAB-bicubic enlargement of (C, h, w) images to ``out_shape`` (C, H, W), any sizes: y = A_h x A_wᵀ.
+
+    Not a measurement model but a change of variables: a problem y = A x at full size, solved for a smaller
+    image z with x = U z, is the problem of ``Composed(A, Upsample(...))`` (restore's coarse-to-fine sampler).
+    """
+
+    name = "upsample"
+
+    def __init__(self, in_shape: tuple[int, int, int], out_shape: tuple[int, int, int]) -> None:
+        super().__init__(f"{self.name}:{out_shape[1]}x{out_shape[2]}", in_shape)
+        self.out_shape = tuple(int(v) for v in out_shape)
+        self.register_buffer("a_h", resize_matrix(in_shape[1], out_shape[1]).unsqueeze(0))
+        self.register_buffer("a_w", resize_matrix(in_shape[2], out_shape[2]).unsqueeze(0))
+
+    def A(self, x: Tensor) -> Tensor:
+        return self.a_h[0].to(x.dtype) @ x @ self.a_w[0].to(x.dtype).mT
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        return self.a_h[0].to(y.dtype).mT @ y @ self.a_w[0].to(y.dtype)

@@ -199,8 +199,12 @@ def test_priors_commands(tmp_path, monkeypatch):
     monkeypatch.setenv("RESTORE_CACHE", str(tmp_path))
     result = invoke("priors", "list")
     assert result.exit_code == 0 and "imagenet-256" in result.output
-    info = invoke("priors", "info", "imagenet-256")
+    info = invoke("priors", "info", "imagenet-256", "--json")
     assert info.exit_code == 0 and json.loads(info.stdout)["status"] == "missing"
+    table = invoke("priors", "info", "default")
+    assert table.exit_code == 0 and "steps=18800" in table.stdout and "status" in table.stdout and "{" not in table.stdout
+    local = invoke("priors", "info", str(Path(__file__).parents[1] / "restore" / "prior" / "weights" / "default.safetensors"), "--json")
+    assert local.exit_code == 0 and len(json.loads(local.stdout)["sha256"]) == 64  # a file --prior takes is described too
     assert invoke("priors", "info", "nope").exit_code == 1
     assert invoke("priors", "verify").exit_code == 0
 

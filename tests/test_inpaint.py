@@ -335,3 +335,13 @@ def test_freeform_holes_cover_a_quarter_to_two_fifths_and_rebuild_from_their_spe
             assert torch.equal(operators.build(op.spec, shape).mask, op.mask)
         assert min(shares) >= 0.25 and max(shares) <= 0.40, shares
         assert len(set(shares)) > 6  # the seed decides
+
+
+def test_box_at_a_given_corner():
+    op = operators.build("box:8@5,3", (1, 16, 16))
+    assert (op.top, op.left) == (3, 5) and op.spec == "box:8:top=3:left=5"
+    assert operators.build("box:8:4@5,3", (1, 16, 16)).box_width == 4
+    with pytest.raises(OperatorError, match="SIZE@X,Y"):
+        operators.build("box:8@5", (1, 16, 16))
+    with pytest.raises(OperatorError, match="does not fit"):
+        operators.build("box:8@12,0", (1, 16, 16))

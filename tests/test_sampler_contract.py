@@ -30,6 +30,7 @@ from restore.samplers.diffpir import DiffPIRParams
 from restore.samplers.dpir import DPIRParams
 from restore.samplers.dps import DPSParams
 from restore.samplers.pigdm import PiGDMParams
+from restore.samplers.pyramid import PyramidParams
 from restore.samplers.reddiff import REDDiffParams
 from sampler_helpers import MaskedFourier, NaNDenoiser, ReplicateBlur, assert_batch_equals_one_by_one, pinv, rms
 
@@ -88,6 +89,11 @@ CONTRACTS = {
                      ({"ode_steps": 0}, {"ode_steps": 1.5}, {"langevin_steps": -1}, {"lr": 0.0}, {"lr": math.nan},
                       {"lr_min_ratio": 0.0}, {"lr_min_ratio": 2.0}, {"r_scale": -1.0}, {"sigma_y": 0.0},
                       {"sigma_min": 0.0}, {"sigma_max": math.inf}, {"ode_sigma_min": 1.0}, {"rho": 0.0})),
+    # at 6×6 every level is the full size: three DiffPIR chains, each restarted from the last; measured error 0.040,
+    # spread 0.83
+    "pyramid": Contract(PyramidParams(lam=7.0, zeta=1.0, restart_sigma=0.6, clip_x0=False), 0.07, (0.6, 1.1),
+                        ({"factors": (2, 4, 1)}, {"factors": (4, 2)}, {"restart_sigma": 0.0}, {"zeta": 1.5}, {"lam": 0.0},
+                         {"cg_max_iter": 0}), steps=40, samples=256),
 }
 NAMES = sorted(SAMPLERS)
 
@@ -116,7 +122,7 @@ def test_registry_entry_is_coherent(name):
         d = defaults_for(name, task)
         assert isinstance(d.params, info.params) and d.steps >= 1, task
         assert info.nfe(d.steps, d.params) >= d.steps
-    assert info.nfe(20, info.params()) == 20  # one network evaluation per step by default
+    assert info.nfe(20, info.params()) >= 20  # at least one network evaluation per step
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -163,10 +169,12 @@ def test_callback_sees_every_network_evaluation(gaussian_problem, name):
     p = gaussian_problem("random:0.5:seed=1", SIGMA)
     seen = []
     x = run(name, p, steps=7, callback=seen.append)
-    assert [s["step"] for s in seen] == list(range(7)) and all(s["total"] == 7 for s in seen)
+    total = SAMPLERS[name].nfe(7, CONTRACTS[name].params)
+    assert [s["step"] for s in seen] == list(range(total)) and all(s["total"] == total for s in seen)
     assert all(s["x"].shape == s["x0"].shape == (1, *p.shape) for s in seen)
     ts = [float(s["t"]) for s in seen]
-    assert all(a >= b for a, b in zip(ts, ts[1:])) and x.shape == (1, *p.shape) and x.dtype == torch.float64
+    restarts = sum(a < b for a, b in zip(ts, ts[1:]))  # the noise level only falls, but for a restart per chain of 7
+    assert restarts <= total // 7 - 1 and x.shape == (1, *p.shape) and x.dtype == torch.float64
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -176,11 +184,12 @@ def test_non_finite_values_name_the_step_they_appear_at(gaussian_problem, name):
     run(name, p, steps=11, callback=seen.append)
     ts = [float(s["t"]) for s in seen]
     from_t = (ts[3] + ts[4]) / 2  # the denoiser breaks below this noise level: first at the fifth step
-    with pytest.raises(NumericalError, match=f"{name} produced NaN or Inf at step 5 of 11"):
+    total = SAMPLERS[name].nfe(11, CONTRACTS[name].params)
+    with pytest.raises(NumericalError, match=f"{name} produced NaN or Inf at step 5 of {total}"):
         run(name, p, steps=11, denoiser=NaNDenoiser(p.denoiser, from_t))
     y = p.y.clone()
     y[..., 0, 0] = float("nan")
-    with pytest.raises(NumericalError, match=f"{name} produced NaN or Inf at step 1 of 11"):
+    with pytest.raises(NumericalError, match=f"{name} produced NaN or Inf at step 1 of {total}"):
         run(name, p, steps=11, y=y)
 
 

@@ -268,9 +268,17 @@ def training_warning(denoiser) -> str | None:
 
 
 def describe(name: str) -> dict:
-    """What `restore priors info NAME` shows."""
+    """What `restore priors info NAME` shows (NAME may also be a weights file, as ``--prior`` takes)."""
     if name not in PRIORS:
-        raise RestoreError(f"unknown prior '{name}'; known: {', '.join(PRIORS)}")
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise RestoreError(f"unknown prior '{name}'; known: {', '.join(PRIORS)} (or give a weights file)")
+        saved = read_info(path) if path.suffix == ".safetensors" else None
+        info = {"file": str(path), "size_mb": round(path.stat().st_size / 1e6, 1), "sha256": sha256_of(path),
+                "config": (saved or {}).get("unet", "in a .json beside the file" if path.with_suffix(".json").is_file() else "none")}
+        if saved and saved.get("training"):
+            info["training"] = {k: v for k, v in saved["training"].items() if k != "train_config"}
+        return info
     entry = PRIORS[name]
     path = weights_path(entry)
     info = {"name": entry.name, "description": entry.description, "file": str(path), "status": verify(entry),

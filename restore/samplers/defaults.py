@@ -21,6 +21,7 @@ from restore.samplers.diffpir import DiffPIRParams
 from restore.samplers.dpir import DPIRParams
 from restore.samplers.dps import DPSParams
 from restore.samplers.pigdm import PiGDMParams
+from restore.samplers.pyramid import PyramidParams
 from restore.samplers.reddiff import REDDiffParams
 from restore.samplers.registry import check_num_samples, check_operator, get_sampler
 
@@ -186,6 +187,9 @@ TABLE: dict[str, dict[str, Defaults]] = {
     "ddnm": {  # official wyhuai/DDNM defaults: 100 steps, η 0.85, no time travel
         **every_task(100, DDNMParams(eta=0.85)),
         "ct": Defaults(100, DDNMParams(eta=0.85, cg_max_iter=5)),  # sweep: CG iterations, tuning image 40
+    },
+    "pyramid": {  # this project's coarse-to-fine sampler (no official configuration); sweeps: RESULTS.md "Large holes"
+        **every_task(20, PyramidParams()),
     },
     "daps": {  # DAPS_OFFICIAL; none of these is tuned (no sweep yet)
         "inpaint": Defaults(50, DAPS_OFFICIAL),  # inpainting_rand.yaml, official values, not tuned (box masks: lr 5e-5)

@@ -104,14 +104,25 @@ def diffpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
     """
     p = params or DiffPIRParams()
     check_steps("diffpir", steps, denoiser)
-    shape = image_shape(operator, y)
-    like = y.real if y.is_complex() else y
     grid = Grid.of(denoiser, diffpir_timesteps(denoiser.num_timesteps, steps, p.skip))
+    x = randn(image_shape(operator, y), generator, like=y.real if y.is_complex() else y)
+    return diffpir_chain(denoiser, operator, y, x, grid, p, noise=noise, generator=generator, callback=callback)
+
+
+def diffpir_chain(denoiser, operator, y: Tensor, x: Tensor, grid: Grid, p: DiffPIRParams, *, noise, generator: Generators,
+                  callback: Callback | None = None, name: str = "diffpir", first_step: int = 0,
+                  total: int | None = None) -> Tensor:
+    """DiffPIR's steps over ``grid`` from the iterate ``x`` at its first timestep; the last step lands on x_0.
+
+    ``first_step`` and ``total`` number the steps for callbacks and errors when the chain is part of a
+    longer run (restore.samplers.pyramid).
+    """
+    shape = x.shape
+    like = y.real if y.is_complex() else y
     sigma_n = max(gaussian_sigma(noise) / 2, SIGMA_FLOOR)  # [0, 1] scale, as the official code
+    total = total or len(grid)
     hint = (f"lam={p.lam:g} may be too small for this noise level (an ill-conditioned data step), "
             "or the denoiser returned NaN/Inf")
-
-    x = randn(shape, generator, like=like)
     for i, t, a_t, a_next in grid.steps():
         x0 = denoiser.denoise(x, t).detach()
         rho = p.lam * sigma_n**2 * a_t / (1 - a_t)  # λ σ_n² / σ̄_t²
@@ -119,14 +130,14 @@ def diffpir(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
         if p.clip_x0:
             x0 = x0.clamp(-1, 1)
         eps_hat = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
-        if i < steps - 1:
+        if i < len(grid) - 1:
             direction = (1 - p.zeta) ** 0.5 * eps_hat
             if p.zeta > 0:
                 direction = direction + p.zeta**0.5 * randn(shape, generator, like=like)
             x = a_next**0.5 * x0 + (1 - a_next) ** 0.5 * direction
         else:
             x = x0
-        check_finite(x, "diffpir", i, steps, hint)
+        check_finite(x, name, first_step + i, total, hint)
         if callback is not None:
-            callback({"step": i, "total": steps, "t": t, "x": x, "x0": x0})
+            callback({"step": first_step + i, "total": total, "t": t, "x": x, "x0": x0})
     return x

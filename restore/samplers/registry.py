@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from restore.errors import RestoreError
-from restore.samplers import daps, ddnm, ddrm, diffpir, dpir, dps, pigdm, reddiff
+from restore.samplers import daps, ddnm, ddrm, diffpir, dpir, dps, pigdm, pyramid, reddiff
 from restore.samplers.base import Sampler
 
 
@@ -52,6 +52,9 @@ SAMPLERS: dict[str, SamplerInfo] = {info.name: info for info in (
                 divergence_hint="lower the learning rate lr or lam (--set lr=...)",
                 paper="Mardani, Song, Kautz, Vahdat. A Variational Perspective on Solving Inverse Problems with "
                       "Diffusion Models. ICLR 2024"),
+    SamplerInfo("pyramid", pyramid.pyramid, pyramid.PyramidParams, nfe=pyramid.pyramid_nfe,
+                paper="coarse to fine: DiffPIR (Zhu et al., CVPRW 2023) on an image pyramid with SDEdit restarts "
+                      "(Meng et al., ICLR 2022)"),
     SamplerInfo("daps", daps.daps, daps.DAPSParams, needs_linear=False, nfe=daps.daps_nfe,
                 divergence_hint="lower the Langevin step size lr (--set lr=...)",
                 paper="Zhang, Chu, Berner, Meng, Anandkumar, Song. Improving Diffusion Inverse Problem "
