@@ -2,7 +2,7 @@
 
     python benchmarks/holes.py --first 40 --count 4 --methods "diffpir" "ddnm:ddnm:100" "dps:dps:100" --out runs/holes
 
-Each method is ``LABEL[:SAMPLER[:STEPS[:NAME=VALUE,...]]]`` (SAMPLER defaults to LABEL). Tasks: ``box`` (the
+Each method is ``LABEL[:SAMPLER[:STEPS[:NAME=VALUE+NAME=VALUE...]]]`` (SAMPLER defaults to LABEL). Tasks: ``box`` (the
 protocol's 128-pixel box) and ``freeform`` (thick strokes over 25–40 % of the image); 256² centre crops of
 the BSDS500 test folder (tuning images 40–47 are inside the validation split, after the ones bench reports).
 Prints a Markdown table; writes measurement | each method | reference grids per image under --out.
@@ -32,7 +32,7 @@ def parse_method(text: str) -> tuple[str, Request]:
     label, _, rest = text.partition(":")
     sampler, _, rest = rest.partition(":")
     steps, _, options = rest.partition(":")
-    return label, Request(sampler or label, int(steps) if steps else None, tuple(o for o in options.split(",") if o))
+    return label, Request(sampler or label, int(steps) if steps else None, tuple(o for o in options.split("+") if o))
 
 
 def main() -> None:

@@ -95,11 +95,11 @@ def choose_sampler(task: str, operator=None, requested: str | None = None, num_s
 def parse_value(text: str, like: Any) -> Any:
     """``text`` as a value of the type of ``like`` (a field's default); a number where the default is None;
     a tuple from comma-separated values (``0.9,0.99``, brackets allowed)."""
-    if isinstance(like, tuple):
+    if isinstance(like, tuple):  # any length: the dataclass checks how many it takes
         parts = [part for part in text.strip("()[] ").split(",") if part.strip()]
-        if len(parts) != len(like):
-            raise ValueError(f"'{text}' does not have {len(like)} values")
-        return tuple(parse_value(part.strip(), item) for part, item in zip(parts, like))
+        if not parts or not like:
+            raise ValueError(f"'{text}' is not a list of values")
+        return tuple(parse_value(part.strip(), like[min(i, len(like) - 1)]) for i, part in enumerate(parts))
     if isinstance(like, bool):
         if text.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"'{text}' is not true or false")

@@ -57,6 +57,9 @@ class DiffPIRParams:
     lam: float = 7.0
     #: ζ in [0, 1]: share of fresh noise in the re-noising step (0: DDIM-like, deterministic; 1: all fresh)
     zeta: float = 0.3
+    #: instead of a constant ζ, each step's own DDPM share ζ_t = (1 - ᾱ_t/ᾱ_t') / (1 - ᾱ_t): the re-noising of the
+    #: DDPM posterior q(x_t' | x_t, x̂0) (DDIM's η = 1), which keeps what earlier steps drew where ζ = 1 forgets it
+    ancestral: bool = False
     #: timestep grid: "quad" (official, denser at low noise) or "uniform" (the respaced grid)
     skip: str = "quad"
     #: conjugate-gradient tolerance and iterations of the data step (operators without an SVD)
@@ -131,9 +134,10 @@ def diffpir_chain(denoiser, operator, y: Tensor, x: Tensor, grid: Grid, p: DiffP
             x0 = x0.clamp(-1, 1)
         eps_hat = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         if i < len(grid) - 1:
-            direction = (1 - p.zeta) ** 0.5 * eps_hat
-            if p.zeta > 0:
-                direction = direction + p.zeta**0.5 * randn(shape, generator, like=like)
+            zeta = min(1.0, (1 - a_t / a_next) / (1 - a_t)) if p.ancestral else p.zeta
+            direction = (1 - zeta) ** 0.5 * eps_hat
+            if zeta > 0:
+                direction = direction + zeta**0.5 * randn(shape, generator, like=like)
             x = a_next**0.5 * x0 + (1 - a_next) ** 0.5 * direction
         else:
             x = x0

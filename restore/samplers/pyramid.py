@@ -35,12 +35,14 @@ class PyramidParams:
     """Hyperparameters of the coarse-to-fine sampler."""
 
     #: the image sizes solved, coarse to fine, as divisors of the full size (1 = full size, always last)
-    factors: tuple[int, int, int] = (4, 2, 1)
+    factors: tuple[int, ...] = (4, 2, 1)
     #: σ (library units) to which each finer level's start, the enlarged coarser estimate, is noised
     restart_sigma: float = 0.6
     #: DiffPIR's λ (prior weight of the data step) and ζ (share of fresh noise per step)
     lam: float = 1.0
     zeta: float = 0.2
+    #: each step's DDPM share of fresh noise instead of ζ (see DiffPIRParams.ancestral)
+    ancestral: bool = False
     #: conjugate-gradient iterations of each data step (the composed operators have no SVD)
     cg_max_iter: int = 30
     #: clip x̂0 to the image range after each data step (off only for the Gaussian toy priors of the tests)
@@ -76,7 +78,8 @@ def pyramid(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
     check_steps("pyramid", steps, denoiser)
     full = image_shape(operator, y)
     like = y.real if y.is_complex() else y
-    chain = DiffPIRParams(lam=p.lam, zeta=p.zeta, cg_max_iter=p.cg_max_iter, skip="quad", clip_x0=p.clip_x0)
+    chain = DiffPIRParams(lam=p.lam, zeta=p.zeta, ancestral=p.ancestral, cg_max_iter=p.cg_max_iter, skip="quad",
+                          clip_x0=p.clip_x0)
     restart = int(timestep_for_sigma(denoiser.alphas_cumprod, p.restart_sigma).round())
     total = pyramid_nfe(steps, p)
     x0 = None
