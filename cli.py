@@ -437,6 +437,22 @@ def ct(
     run_task(tasks.ct(angles, arc, size, options.noise_sigma, options.simulate, options.reference), sinogram, options)
 
 
+@task_command(noise_help="Unused: a JPEG's only noise is its rounding, whose size its tables give.")
+def dejpeg(
+    images: Annotated[str, typer.Argument(help="JPEG files (baseline, as cameras and most software write them), a folder or glob; with --simulate, clean images.", show_default=False)],
+    quality: Annotated[Optional[int], typer.Option(min=1, max=100, help="With --simulate: the IJG quality to encode at (4:2:0).", show_default=False)] = None,
+    project: Annotated[bool, typer.Option(help="Project the result onto the file's quantisation bins, so that it re-encodes to the same coefficients.")] = True,
+    *, options: TaskOptions,
+) -> None:
+    """Remove JPEG artifacts, from the file's own quantisation tables and chroma subsampling (nothing to guess).
+
+    Progressive, arithmetic-coded, 12-bit and CMYK JPEGs are refused with a line saying so.
+    """
+    from restore import tasks
+
+    run_task(tasks.dejpeg(quality, options.simulate, options.reference, project), images, options)
+
+
 # ---- metrics, reports, priors, training -----------------------------------------------------------
 @app.command()
 @user_errors

@@ -124,6 +124,7 @@ def output_paths(out: Path, name: str, num_samples: int = 1) -> dict[str, Path]:
         "measurement": out / "measurement" / f"{name}.png",
         "measurement_array": out / "measurement" / f"{name}.npy",
         "measurement_arrays": out / "measurement" / f"{name}.npz",
+        "measurement_jpeg": out / "measurement" / f"{name}.jpg",
         "std": out / "std" / f"{name}.png",
         "std_array": out / "std" / f"{name}.npy",
         "grid": out / "grid" / f"{name}.png",
@@ -336,6 +337,9 @@ def solve_and_write(items: list[Item], plan: Plan, denoiser, options: RunOptions
     records = []
     for b, item in enumerate(items):
         restoration = result.mean[b].float().cpu().clamp(-1, 1)  # what the saved image holds
+        if item.finish is not None:
+            restoration, note = item.finish(restoration)
+            item.notes = [*item.notes, note] if note else item.notes
         record = Record(
             item.name, str(item.source), "ok", seconds=round(seconds, 3), nfe=plan.nfe,
             operator=item.operator.spec, sampler=plan.sampler, steps=plan.steps, plan=plan.to_dict(),
@@ -386,7 +390,10 @@ def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options
         write_image(paths["std"], uncertainty_image(std))  # colour scale: 0 (black) → STD_FULL_SCALE (pale yellow)
         save_array(paths["std_array"], (std / 2).numpy())  # exact, on the [0, 1] pixel scale
     saved = item.saved_measurement
-    if isinstance(saved, torch.Tensor):
+    if isinstance(saved, bytes):  # a JPEG file, exactly as encoded
+        written["measurement_jpeg"] = paths["measurement_jpeg"]
+        atomic_write(paths["measurement_jpeg"], lambda f: f.write(saved))
+    elif isinstance(saved, torch.Tensor):
         written["measurement"] = paths["measurement"]
         write_image(paths["measurement"], saved.float().clamp(-1, 1), bit_depth=16)  # 16-bit: restores again to the same result
     elif isinstance(saved, dict):

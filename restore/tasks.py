@@ -37,6 +37,7 @@ DEFAULT_NOISE_SIGMA = {
     "colorize": (0.0, 0.0),
     "mri": (0.01, 0.01),
     "ct": (0.005, 0.005),
+    "dejpeg": (0.0, 0.0),  # the rounding is the only noise; the task sets its σ from the tables
 }
 
 
@@ -67,6 +68,8 @@ class Item:
     extra: dict = field(default_factory=dict)
     #: what was converted or assumed about this input (said with the results)
     notes: list[str] = field(default_factory=list)
+    #: applied to the restoration before it is saved: (image (C, H, W) in [-1, 1]) → (image, a note or "")
+    finish: Callable[[Tensor], tuple[Tensor, str]] | None = None
 
     @property
     def shape_key(self) -> tuple:
@@ -332,6 +335,64 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
                 "simulate": simulate_input, "intensity_scale": intensity_scale or "auto"}
     return TaskSetup("mri", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy", ".npz", ".h5", ".hdf5"),
                      existing(mask, reference))
+
+
+def dejpeg(quality: int | None, simulate_input: bool, reference: Path | None = None, project: bool = True) -> TaskSetup:
+    """JPEG artifact removal: the measurement is the file's own quantised DCT coefficients, read exactly with its
+    tables and chroma subsampling (no quality factor to guess); ``--simulate`` encodes a clean image at
+    ``quality`` with the IJG tables, 4:2:0. With ``project`` the result is projected onto the images whose
+    coefficients fall in the file's quantisation bins (it re-encodes to the same file), noted per image."""
+    from operators.jpeg import JPEG, JPEGTables, quantisation_projection
+
+    if simulate_input and quality is None:
+        raise RestoreError("--simulate needs --quality Q (1..100): the JPEG quality to encode the clean images at")
+    if quality is not None and not 1 <= quality <= 100:
+        raise RestoreError(f"--quality must be in 1..100, got {quality}")
+    references = references_from(reference)
+
+    def prepare(path: Path, index: int) -> Item:
+        if simulate_input:
+            image = read_image(path)
+            x = image.pixels[None]
+            tables = JPEGTables.standard(quality, "4:2:0", gray=x.shape[1] == 1)
+            op = JPEG(tables, tuple(x.shape[1:]))
+            y = op.A_exact(x)
+            saved, truth, depth = jpeg_bytes(x[0], tables), x, image.bit_depth
+        else:
+            op, y = JPEG.from_jpeg_file(path)
+            saved, truth, depth = None, None, 8
+        ref_path = references(path)
+        ref = reference_for(ref_path, op.in_shape) if ref_path else truth
+        noise = GaussianNoise(float(op.quant.float().mean()) / math.sqrt(12))  # rounding to a bin of width Q: Q / √12
+
+        def finish(restoration: Tensor) -> tuple[Tensor, str]:
+            if not project:
+                return restoration, ""
+            projected, moved = quantisation_projection(restoration[None].double(), op.coefficients(y.double()), op.tables)
+            again = op.A_exact(projected.clamp(-1, 1).float())
+            same = float((again == y).float().mean())
+            return projected[0].float().clamp(-1, 1), (f"projected onto the file's quantisation bins ({int(moved)} "
+                                                       f"coefficients moved); re-encodes {same:.1%} of them exactly")
+
+        return Item(index, path.stem, path, y, op, noise, ref, None, depth, saved, finish=finish)
+
+    settings = {"quality": quality, "simulate": simulate_input, "project": project}
+    return TaskSetup("dejpeg", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".jpg", ".jpeg"), existing(reference))
+
+
+def jpeg_bytes(pixels: Tensor, tables) -> bytes:
+    """The JPEG file Pillow (libjpeg) writes for (C, H, W) pixels with these tables: restore's measurement, saved."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from restore.io import to_array
+
+    buffer = io.BytesIO()
+    subsampling = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}[tables.subsampling]
+    qtables = [tables.luma.flatten().tolist()] + ([] if tables.gray else [tables.chroma.flatten().tolist()])
+    PILImage.fromarray(to_array(pixels)).save(buffer, "JPEG", qtables=qtables, subsampling=subsampling)
+    return buffer.getvalue()
 
 
 def stored_intensity_scale(path: Path) -> float | None:

@@ -8,6 +8,7 @@ saved values pass through [0, 1] units and 16 bits), so the two restorations agr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,28 @@ def test_a_saved_measurement_restores_again_to_the_same_result(tmp_path, command
     one, two = (read_image(tmp_path / d / "x.png").pixels.float() for d in ("a", "b"))
     assert one.shape == two.shape
     assert float(psnr(two[None], one[None])) > 40, float(psnr(two[None], one[None]))
+
+
+def test_a_saved_jpeg_restores_again_to_the_same_result(tmp_path, one_thread):
+    """dejpeg --simulate saves the JPEG file itself (Pillow's, bit-exact with restore's encoder): its coefficients
+    are the measurement, so a second run on the file restores the same image, and the result re-encodes to them."""
+    image = tmp_path / "x.png"
+    write_image(image, read_image(SAMPLE / "chelsea.png").pixels[:, 60:92, 100:148])
+    common = ["--steps", "10", "--precision", "fp32", "--quiet", "--json"]
+    first = CliRunner().invoke(app, ["dejpeg", str(image), "--simulate", "--quality", "10", *common, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    note = json.loads(first.stdout)["images"][0]["notes"]
+    assert "re-encodes 100.0% of them exactly" in note, note
+    again = CliRunner().invoke(app, ["dejpeg", str(tmp_path / "a" / "measurement" / "x.jpg"), *common, "--out", str(tmp_path / "b")])
+    assert again.exit_code == 0, again.output
+    one, two = (read_image(tmp_path / d / "x.png").pixels.float() for d in ("a", "b"))
+    assert float(psnr(two[None], one[None])) > 40
+
+
+def test_linear_only_samplers_refuse_a_jpeg_naming_those_that_can(tmp_path):
+    image = tmp_path / "x.png"
+    write_image(image, read_image(SAMPLE / "chelsea.png").pixels[:, :16, :16])
+    result = CliRunner().invoke(app, ["dejpeg", str(image), "--simulate", "--quality", "30", "--sampler", "ddrm",
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "ddrm needs a linear operator" in result.stderr
+    assert "dps" in result.stderr and "reddiff" in result.stderr and "daps" in result.stderr

@@ -111,7 +111,13 @@ class BenchTask:
     baseline_name: str
     baseline: Callable[[Problem], Tensor]
     luminance: bool = False
-    noise_sigma: Callable[[Tensor, operators.LinearOperator], float] = lambda x, op: SIGMA_Y
+    noise_sigma: Callable[[Tensor, operators.Operator], float] = lambda x, op: SIGMA_Y
+    #: False: the measurement is exact (a JPEG's rounding is its only noise), and ``noise_sigma`` only tells samplers its size
+    added_noise: bool = True
+
+
+def _jpeg_sigma(x: Tensor, op: operators.Operator) -> float:
+    return float(op.quant.float().mean()) / 12**0.5  # rounding to a bin of width Q: Q / √12, in coefficient units
 
 
 def _ct_sigma(x: Tensor, op: operators.LinearOperator) -> float:
@@ -130,6 +136,10 @@ TASKS: dict[str, BenchTask] = {t.name: t for t in [
     BenchTask("denoise", "denoise", lambda i, n: "identity", "TV (Chambolle)", tv_baseline, noise_sigma=lambda x, op: 2 * 0.1),
     BenchTask("mri4x", "mri", lambda i, n: "mri:equispaced:4:center_lines=20", "zero-filled", zero_filled_baseline, luminance=True),
     BenchTask("ct60", "ct", lambda i, n: "ct:60", "FBP", fbp_baseline, luminance=True, noise_sigma=_ct_sigma),
+    BenchTask("jpeg10", "dejpeg", lambda i, n: "jpeg:quality=10:subsampling=420", "decoded JPEG", lambda p: p.operator.pinv(p.y),
+              noise_sigma=_jpeg_sigma, added_noise=False),
+    BenchTask("jpeg30", "dejpeg", lambda i, n: "jpeg:quality=30:subsampling=420", "decoded JPEG", lambda p: p.operator.pinv(p.y),
+              noise_sigma=_jpeg_sigma, added_noise=False),
     BenchTask("colorize", "colorize", lambda i, n: "gray", "gray (the luminance)", lambda p: p.y.expand(-1, 3, -1, -1).clone()),
 ]}
 
@@ -197,7 +207,8 @@ def make_problem(task: BenchTask, x: Tensor, index: int, name: str = "") -> Prob
         x = rgb_to_luminance(x)
     op = operators.build(task.spec(index, x.shape[-1]), tuple(x.shape[1:])).to(x.dtype)
     noise = GaussianNoise(task.noise_sigma(x, op))
-    return Problem(index, name, x, op, simulate(x, op, noise, [index]), noise)
+    y = simulate(x, op, noise, [index]) if task.added_noise else op.A_exact(x)
+    return Problem(index, name, x, op, y, noise)
 
 
 def method_plan(task: BenchTask, method: Method, problem: Problem, steps: int | None, seed: int) -> Plan:

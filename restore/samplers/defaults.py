@@ -26,7 +26,7 @@ from restore.samplers.reddiff import REDDiffParams
 from restore.samplers.registry import check_num_samples, check_operator, get_sampler
 
 #: the tasks of the command line; hyperparameters are tuned per task
-TASKS = ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct")
+TASKS = ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct", "dejpeg")
 
 #: the sampler that does each task best per network evaluation (RESULTS.md, "Samplers on the task suite")
 TASK_SAMPLER = {
@@ -38,6 +38,7 @@ TASK_SAMPLER = {
     "colorize": "diffpir",  # 18.33 dB against DDRM's 17.27 (tuning images 40–45)
     "mri": "dpir",  # mri4x: +2.15 dB over zero-filled against DiffPIR's +1.37
     "ct": "dpir",  # ct60: +7.44 dB over FBP against DiffPIR's +6.67, at 12 NFE instead of 20
+    "dejpeg": "reddiff",  # a nonlinear measurement: RED-Diff, DPS and DAPS take it; RESULTS.md "JPEG"
 }
 #: when posterior samples are asked for (--num-samples > 1) and the task's sampler gives one estimate
 POSTERIOR_SAMPLER = {"deblur": "ddrm", "superres": "ddrm", "mri": "diffpir", "ct": "diffpir"}
@@ -155,6 +156,7 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "colorize": Defaults(100, DPSParams(zeta=DPS_ZETA_DEBLUR)),  # no official config: the deblurring value
         "mri": Defaults(100, DPSParams(zeta=5.0)),  # no official config; sweep: mri4x, tuning image 40
         "ct": Defaults(100, DPSParams(zeta=0.05)),  # no official config; sweep: ct60, tuning image 40
+        "dejpeg": Defaults(100, DPSParams(zeta=1.0)),  # no official config; sweep: jpeg10, tuning images
     },
     "reddiff": {  # official _configs/algo/reddiff.yaml: λ 0.25, linear weighting; lr per sample_test.sh task
         "inpaint": Defaults(100, REDDiffParams(lam=0.25, lr=0.25)),  # sample_test.sh "inpaint + reddiff"
@@ -164,6 +166,7 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "colorize": Defaults(100, REDDiffParams(lam=0.25, lr=0.5)),  # README example
         "mri": Defaults(100, REDDiffParams(lam=0.25, lr=0.5)),  # README example
         "ct": Defaults(100, REDDiffParams(lam=0.25, lr=0.5)),  # README example
+        "dejpeg": Defaults(100, REDDiffParams(lam=0.25, lr=0.05)),  # no official config; sweep: jpeg10, tuning images
     },
     "diffpir": {  # official yuanzhi-zhu/DiffPIR scripts (quad grid); 20 steps everywhere
         "inpaint": Defaults(20, DiffPIRParams(lam=1.0, zeta=1.0)),  # official configs/inpaint.yaml
@@ -173,6 +176,7 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "colorize": Defaults(20, DiffPIRParams(lam=7.0, zeta=0.6)),  # the deblurring values, not tuned
         "mri": Defaults(20, DiffPIRParams(lam=1.0, zeta=1.0)),  # sweep: ζ, tuning images 40–41
         "ct": Defaults(20, DiffPIRParams(lam=7.0, zeta=1.0, cg_max_iter=10)),  # sweep: ζ and CG, tuning image 40
+        "dejpeg": Defaults(20, DiffPIRParams()),  # (a linear-only sampler: refused for JPEG; keeps the table whole)
     },
     "pigdm": {  # NVlabs/RED-diff sample_test.sh ΠGDM runs: η 1, weight 1; 20 steps
         **every_task(20, PiGDMParams(eta=1.0, weight=1.0)),  # sweep: η, tuning images 40–41
@@ -203,6 +207,7 @@ TABLE: dict[str, dict[str, Defaults]] = {
         # no official config: ‖A‖² ≈ 1.5e4 on 256², so σ_y 2 (sinogram units, ~ct60's simulated noise) keeps lr 1e-4
         # stable (lr ‖A‖²/σ_y² ≈ 0.4); 20 Langevin steps, each a Radon transform and its adjoint (~80 ms); not tuned
         "ct": Defaults(50, dataclasses.replace(DAPS_OFFICIAL, sigma_y=2.0, langevin_steps=20)),
+        "dejpeg": Defaults(50, dataclasses.replace(DAPS_OFFICIAL, sigma_y=None)),  # σ_y: the rounding's Q/√12; not tuned
     },
     "dpir": {  # the paper's λ 0.23, σ_1 49/255 were the start; periodical self-ensemble on
         "inpaint": Defaults(16, DPIRParams(lam=0.02, sigma_max=1.5)),  # sweep: steps × λ, random70, images 40–47
@@ -213,5 +218,6 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "colorize": Defaults(12, dataclasses.replace(DPIR_HOLES, renoise=0.6)),  # sweep: renoise, images 40–45
         "mri": Defaults(12, DPIR_HOLES),  # sweep: the random70 setting, mri4x
         "ct": Defaults(12, dataclasses.replace(DPIR_HOLES, sigma_min=0.02, cg_max_iter=10)),  # sweep: σ_min, 40–41
+        "dejpeg": Defaults(12, DPIR_HOLES),  # (a linear-only sampler: refused for JPEG; keeps the table whole)
     },
 }
