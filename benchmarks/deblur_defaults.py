@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 
 import operators
 from restore.api import load_denoiser

@@ -14,7 +14,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
 
 import operators
 from restore.api import load_denoiser

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 
 from operators.jpeg import quantisation_projection
 from restore.api import load_denoiser

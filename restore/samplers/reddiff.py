@@ -25,7 +25,8 @@ Following the official ``algos/reddiff.py``:
   the data term is weaker by the observed fraction than in the official code (which keeps only
   observed pixels); ``obs_weight`` compensates where wanted.
 * Adam with betas (0.9, 0.99), no weight decay;
-* the result is μ itself, not clamped (the official code clamps only when saving images).
+* the result is μ as the last step sees it — before that step's Adam update — as the official ``x0_pred``
+  (there with σ_x0 = 10⁻⁴ noise added), not clamped (the official code clamps only when saving images).
 
 The data gradient is A_adjoint(A μ - y) (real part for complex measurements: the gradient of the
 real objective with respect to a real μ), so any linear operator works. A nonlinear operator
@@ -136,12 +137,14 @@ def reddiff(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
         w_t = p.lam * weight(math.sqrt((1 - a_t) / a_t))
         grad = p.obs_weight * data_grad.reshape(shape) / m + w_t * (eps_hat - eps) / n
 
-        # Adam (torch.optim.Adam's update, written out so every image is its own problem)
-        m1 = beta1 * m1 + (1 - beta1) * grad
-        m2 = beta2 * m2 + (1 - beta2) * grad * grad
-        step = i + 1
-        denom = (m2 / (1 - beta2**step)).sqrt() + p.adam_eps
-        mu = mu - (p.lr / (1 - beta1**step)) * m1 / denom
+        # Adam (torch.optim.Adam's update, written out so every image is its own problem); the official code returns
+        # x0_pred, the μ the last step saw, so that step's update is not applied
+        if i < steps - 1:
+            m1 = beta1 * m1 + (1 - beta1) * grad
+            m2 = beta2 * m2 + (1 - beta2) * grad * grad
+            step = i + 1
+            denom = (m2 / (1 - beta2**step)).sqrt() + p.adam_eps
+            mu = mu - (p.lr / (1 - beta1**step)) * m1 / denom
 
         check_finite(mu, "reddiff", i, steps, hint)
         if callback is not None:
