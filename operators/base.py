@@ -49,6 +49,8 @@ class Operator(nn.Module):
     name: ClassVar[str] = ""
     #: whether A is linear (adjoint, pseudo-inverse and proximal steps exist)
     linear: ClassVar[bool] = False
+    #: whether ``prox_l2(z, y, rho)``, the data-consistency step of plug-and-play samplers, exists
+    has_prox: ClassVar[bool] = False
     #: True for subclasses of SVDOperator (what DDRM needs)
     has_svd: ClassVar[bool] = False
     #: True when images are complex (e.g. MRI with complex images); real otherwise
@@ -117,6 +119,7 @@ class LinearOperator(Operator):
     """A linear measurement model y = A x: implement ``A``; the adjoint, A⁺ and proximal steps follow."""
 
     linear: ClassVar[bool] = True
+    has_prox: ClassVar[bool] = True
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         """The adjoint, derived by autograd as the vector-Jacobian product of the linear map A.

@@ -898,6 +898,15 @@ class JPEG(NonlinearOperator):
         smooth = self.pack(dct_planes(x, self.tables))
         return smooth + (self.A_exact(x) - smooth).detach()
 
+    has_prox: ClassVar[bool] = True
+
+    def prox_l2(self, z: Tensor, y: Tensor, rho: float | Tensor = 0.0, *, tol: float = 1e-3, max_iter: int = 1000) -> Tensor:
+        """The data-consistency step of plug-and-play samplers: z projected onto the images y's coefficients allow
+        (each in its quantisation bin). A JPEG's measurement is exact up to its rounding, so this is the limit
+        ρ → 0 of argmin ‖y - A x‖² + ρ ‖x - z‖² over that set: ``rho`` is not used."""
+        projected, _ = quantisation_projection(z, self.coefficients(y.to(z.dtype)), self.tables, tol=tol, max_iter=max_iter)
+        return projected
+
     def pinv(self, y: Tensor) -> Tensor:
         """Images (B, C, H, W) in [-1, 1] decoded from y: :func:`decode` of the dequantised coefficients."""
         dtype = y.dtype if y.is_floating_point() else torch.float32

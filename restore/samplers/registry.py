@@ -18,8 +18,10 @@ class SamplerInfo:
     params: type  # the frozen dataclass of hyperparameters
     paper: str
     needs_svd: bool = False
-    #: uses the adjoint, A⁺ or proximal steps of a linear operator (False: only A and its gradient)
+    #: uses the adjoint or A⁺ of a linear operator (False: only A, its gradient, and ``prox_l2`` if needs_prox)
     needs_linear: bool = True
+    #: uses the operator's data-consistency step ``prox_l2`` (linear operators have one; so does a JPEG's, a projection)
+    needs_prox: bool = False
     #: differentiates through the network (vector-Jacobian products): slower and needs more memory
     backprop_network: bool = False
     #: network evaluations per image for a number of steps and the hyperparameters
@@ -35,10 +37,10 @@ SAMPLERS: dict[str, SamplerInfo] = {info.name: info for info in (
                 paper="Kawar, Elad, Ermon, Song. Denoising Diffusion Restoration Models. NeurIPS 2022"),
     SamplerInfo("ddnm", ddnm.ddnm, ddnm.DDNMParams, nfe=ddnm.ddnm_nfe,
                 paper="Wang, Yu, Zhang. Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model. ICLR 2023"),
-    SamplerInfo("diffpir", diffpir.diffpir, diffpir.DiffPIRParams,
+    SamplerInfo("diffpir", diffpir.diffpir, diffpir.DiffPIRParams, needs_linear=False, needs_prox=True,
                 paper="Zhu, Zhang, Liang, Cao, Wen, Timofte, Van Gool. Denoising Diffusion Models for Plug-and-Play "
                       "Image Restoration. CVPRW 2023"),
-    SamplerInfo("dpir", dpir.dpir, dpir.DPIRParams, samples_posterior=False,
+    SamplerInfo("dpir", dpir.dpir, dpir.DPIRParams, samples_posterior=False, needs_linear=False, needs_prox=True,
                 paper="Zhang, Li, Zuo, Zhang, Van Gool, Timofte. Plug-and-Play Image Restoration with Deep Denoiser "
                       "Prior. IEEE TPAMI 2021"),
     SamplerInfo("dps", dps.dps, dps.DPSParams, needs_linear=False, backprop_network=True,
@@ -76,14 +78,20 @@ def check_num_samples(info: SamplerInfo, num_samples: int) -> None:
                            f"or one of: {', '.join(able)}")
 
 
+def able_for(info: SamplerInfo, operator) -> bool:
+    """Whether the sampler can take the operator."""
+    return ((operator.linear or not info.needs_linear) and (operator.has_prox or not info.needs_prox)
+            and (operator.has_svd or not info.needs_svd))
+
+
 def check_operator(info: SamplerInfo, operator) -> None:
     """Refuse early, with the samplers that can take it, an operator this sampler cannot use."""
-    if info.needs_linear and not operator.linear:
-        able = [n for n, s in SAMPLERS.items() if not s.needs_linear]
-        raise RestoreError(f"{info.name} needs a linear operator, and '{operator.spec}' is not linear; "
-                           f"use one of: {', '.join(able)}")
+    if (info.needs_linear and not operator.linear) or (info.needs_prox and not operator.has_prox):
+        able = [n for n, s in SAMPLERS.items() if able_for(s, operator)]
+        what = "a linear operator" if info.needs_linear else "an operator with a data-consistency step (prox_l2)"
+        raise RestoreError(f"{info.name} needs {what}, and '{operator.spec}' is not one; use one of: {', '.join(able)}")
     if info.needs_svd and not operator.has_svd:
-        able = [n for n, s in SAMPLERS.items() if not s.needs_svd and (operator.linear or not s.needs_linear)]
+        able = [n for n, s in SAMPLERS.items() if able_for(s, operator)]
         hint = f" ({operator.svd_hint})" if getattr(operator, "svd_hint", "") else ""
         raise RestoreError(f"{info.name} needs an operator with an SVD, and '{operator.spec}' has none{hint}; "
                            f"use one of: {', '.join(able)}")
