@@ -252,7 +252,7 @@ def check_against_first_input(setup, first: Path, request) -> None:
         item = setup.prepare(first, 0)
     except Exception:  # noqa: BLE001 - reported for that image by the run
         return
-    make_plan(setup.task, request, item.operator)
+    make_plan(setup.task, request, item.operator, kind=item.kind)
 
 
 def load_prior(prior: str, device: str, precision: str, compile_network: bool, quiet: bool):
@@ -360,14 +360,17 @@ def inpaint(
 @task_command()
 def deblur(
     images: Images,
-    kernel: Annotated[str, typer.Option(help="Blur kernel: gaussian:SIZE:STD, motion:SIZE:INTENSITY, levin:1..8, or a .npy/.npz/.png file.")],
+    kernel: Annotated[str, typer.Option(help="Blur kernel: gaussian:SIZE:STD, motion:SIZE:INTENSITY, levin:1..8, a .npy/.npz/.png file, or auto[:SIZE] (unknown: estimated from each image on a SIZE×SIZE support, default 31).")] = "auto",
     boundary: Annotated[str, typer.Option(help="circular (periodic; SVD, fastest), reflect or valid (real photographs).")] = "reflect",
     *, options: TaskOptions,
 ) -> None:
-    """Remove a known blur from images.
+    """Remove a blur from images: a known kernel, or (no --kernel) one estimated from each image.
 
     Default: DPIR, with λ 0.2 for a Gaussian-like (smooth, round) kernel and 0.4 for camera shake and other
-    blurs — the kernel's shape decides; with --num-samples > 1, DDRM (circular boundary) or DiffPIR.
+    blurs — the kernel's shape decides; with --num-samples > 1, DDRM (circular boundary) or DiffPIR. Without
+    --kernel the kernel is estimated first (coarse to fine, the prior's DPIR alternating with a kernel fit on
+    edges: restore.blind) and written to kernel/NAME.npy and .png; the noise σ is estimated from each image
+    unless --noise-sigma is given.
     """
     from restore import tasks
 
@@ -514,7 +517,7 @@ def metrics(
 @user_errors
 def bench(
     images: Annotated[Path, typer.Argument(help="Folder of evaluation photographs (image i = i-th file in sorted order).", show_default=False)],
-    tasks: Annotated[str, typer.Option(help="Comma-separated tasks: the suite of ../shared/protocol.md (sr4, gblur, mblur, box, random70, denoise, mri4x, ct60, the default) and freeform (large free-form holes) and colorize.")] = ",".join(PROTOCOL_TASKS),
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks: the suite of ../shared/protocol.md (sr4, gblur, mblur, box, random70, denoise, mri4x, ct60, the default); also freeform (large free-form holes), colorize, jpeg10, jpeg30 (JPEG artifacts) and mblur-blind (mblur with the kernel hidden: estimated, scored after the best shift).")] = ",".join(PROTOCOL_TASKS),
     samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm, dpir); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir,dpir",
     baselines: Annotated[bool, typer.Option(help="Also run each task's classical baseline (bicubic, Wiener, biharmonic, TV, zero-filled, FBP).")] = True,
     samples: Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 scores their mean (the MMSE estimate, labelled NAME+meanN) at N times the cost.")] = 1,

@@ -39,6 +39,13 @@ def uncertainty_image(std: Tensor) -> Tensor:
     return colour_map(std.float().mean(dim=0) / 2 / STD_FULL_SCALE)  # library units are twice the [0, 1] scale
 
 
+def kernel_picture(kernel: Tensor) -> Tensor:
+    """A blur kernel (k, k) as a (1, k, k) grayscale image in [-1, 1], its peak white (``--kernel`` reads it back
+    normalised to sum 1, so the picture is the kernel up to the quantisation of the file)."""
+    k = kernel.detach().double().cpu()
+    return (2 * k / k.max().clamp_min(1e-30) - 1).float()[None]
+
+
 def colour_bar(height: int) -> Tensor:
     """A vertical bar (3, height, 40): the colour scale of :func:`uncertainty_image` with its end values."""
     ramp = torch.linspace(1, 0, height)[:, None].expand(height, 12)

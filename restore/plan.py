@@ -59,15 +59,16 @@ class Plan:
                 "num_samples": self.num_samples, "seed": self.seed, "nfe": self.nfe}
 
 
-def make_plan(task: str, request: Request = Request(), operator=None, params: Any = None) -> Plan:
+def make_plan(task: str, request: Request = Request(), operator=None, params: Any = None, kind: str | None = None) -> Plan:
     """Resolve ``request`` for ``task`` (and, when given, the operator it will run on).
 
     Everything is checked here — sampler name, samples from a one-estimate method, option names and
     values, an operator the sampler cannot take — so a bad request fails before the prior loads.
-    ``params`` replaces the defaults table's hyperparameters (the options then apply over them).
+    ``params`` replaces the defaults table's hyperparameters (the options then apply over them); ``kind`` names
+    the problem's kind where the operator cannot tell it yet (``blind``: a blur whose kernel is still to estimate).
     """
     sampler = choose_sampler(task, operator, request.sampler, request.num_samples)
-    defaults = defaults_for(sampler, task, problem_kind(task, operator))
+    defaults = defaults_for(sampler, task, kind or problem_kind(task, operator))
     params = with_options(params if params is not None else defaults.params, request.options, sampler)
     return Plan(task, sampler, request.steps or defaults.steps, params, request.num_samples, request.seed)
 

@@ -35,7 +35,7 @@ import torch
 
 from restore import __version__
 from restore.errors import Interrupted, RestoreError
-from restore.figures import STD_FULL_SCALE, grid, uncertainty_image
+from restore.figures import STD_FULL_SCALE, grid, kernel_picture, uncertainty_image
 from restore.io import atomic_write, make_folder, remove_stale_temporaries, save_array, save_arrays, write_gif, write_image
 from restore.metrics import compute_metrics
 from restore.plan import Plan, Request, make_plan, solve
@@ -69,6 +69,8 @@ class Record:
     outputs: dict = field(default_factory=dict)
     #: what was converted or assumed about the input (e.g. a k-space layout)
     notes: str = ""
+    #: the blur kernel estimated from the input (blind deblurring; rows of floats summing to 1), else None
+    kernel: list | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> Record:
@@ -128,6 +130,8 @@ def output_paths(out: Path, name: str, num_samples: int = 1) -> dict[str, Path]:
         "std": out / "std" / f"{name}.png",
         "std_array": out / "std" / f"{name}.npy",
         "grid": out / "grid" / f"{name}.png",
+        "kernel": out / "kernel" / f"{name}.png",
+        "kernel_array": out / "kernel" / f"{name}.npy",
         "progress": out / "progress" / f"{name}.gif",
     }
     return paths | {f"sample{k}": out / "samples" / str(k) / f"{name}.png" for k in range(1, num_samples + 1)}
@@ -234,7 +238,7 @@ def run(
         for index, path in options.shard.items(inputs):
             try:
                 item = prepare(path, index)
-                plan = make_plan(options.task, options.request, item.operator)
+                plan = make_plan(options.task, options.request, item.operator, kind=item.kind)
             except Exception as err:  # noqa: BLE001 - one image's problem is that image's failure
                 done(index, Record(path.stem, str(path), "failed", error=failure_text(err)))
                 continue
@@ -246,6 +250,12 @@ def run(
             if (held := claim(paths["record"])) is None:
                 continue  # another process is restoring it
             claims[index] = held
+            if item.estimate is not None:
+                try:
+                    run_estimate(item, denoiser, progress)
+                except Exception as err:  # noqa: BLE001 - as above
+                    done(index, Record(path.stem, str(path), "failed", error=failure_text(err), plan=plan.to_dict()))
+                    continue
             if pending and (item.shape_key != pending[0][0].shape_key or plan != pending[0][1]):
                 flush()
             pending.append((item, plan))
@@ -263,6 +273,15 @@ def run(
     ordered = [records[i] for i in sorted(records)]
     write_reports(out, folder_records(out, settings, ordered), settings)
     return ordered
+
+
+def run_estimate(item: Item, denoiser, progress: Progress) -> None:
+    """The item's step that needs the prior (blind deblurring's kernel), timed."""
+    progress.on_image_start(f"{item.name}: estimating the blur kernel")
+    start = time.time()
+    with torch.no_grad():
+        item.estimate(denoiser)
+    item.estimate_seconds = time.time() - start
 
 
 def report_folder(out: Path) -> list[Record]:
@@ -341,9 +360,10 @@ def solve_and_write(items: list[Item], plan: Plan, denoiser, options: RunOptions
             restoration, note = item.finish(restoration)
             item.notes = [*item.notes, note] if note else item.notes
         record = Record(
-            item.name, str(item.source), "ok", seconds=round(seconds, 3), nfe=plan.nfe,
+            item.name, str(item.source), "ok", seconds=round(seconds + item.estimate_seconds, 3), nfe=plan.nfe + item.estimate_nfe,
             operator=item.operator.spec, sampler=plan.sampler, steps=plan.steps, plan=plan.to_dict(),
             notes="; ".join(item.notes),
+            kernel=None if item.estimated_kernel is None else [[round(v, 6) for v in row] for row in item.estimated_kernel.tolist()],
         )
         metrics = None
         if item.reference is not None:
@@ -366,6 +386,10 @@ def result_grid(item: Item, restoration: torch.Tensor, std: torch.Tensor | None,
         panels.append(item.reference[0].float())
         labels.append("reference")
         captions.append("")
+    if item.estimated_kernel is not None:
+        panels.append(kernel_picture(item.estimated_kernel))
+        labels.append("estimated kernel")
+        captions.append(f"{item.estimated_kernel.shape[-1]}x{item.estimated_kernel.shape[-2]} px")
     if std is not None:
         panels.append(uncertainty_image(std.float().cpu()))
         labels.append("uncertainty (std)")
@@ -402,6 +426,10 @@ def write_outputs(item: Item, restoration: torch.Tensor, result, b: int, options
     elif saved is not None:
         written["measurement_array"] = paths["measurement_array"]
         save_array(paths["measurement_array"], saved)
+    if item.estimated_kernel is not None:
+        written |= {"kernel": paths["kernel"], "kernel_array": paths["kernel_array"]}
+        save_array(paths["kernel_array"], item.estimated_kernel.numpy())  # exact: --kernel kernel/NAME.npy
+        write_image(paths["kernel"], kernel_picture(item.estimated_kernel), bit_depth=16)  # peak white; also a --kernel
     if options.save_grid:
         written["grid"] = paths["grid"]
         write_image(paths["grid"], result_grid(item, restoration, result.std[b] if num_samples > 1 else None, metrics))

@@ -31,8 +31,8 @@ from restore.noise_level import estimate_sigma
 #: real measurement); None: estimated from each measurement. CT's σ is relative to each sinogram's maximum.
 DEFAULT_NOISE_SIGMA = {
     "inpaint": (0.0, 0.0),
-    "deblur": (0.01, 0.01),
-    "superres": (0.01, 0.01),
+    "deblur": (0.01, None),
+    "superres": (0.01, None),
     "denoise": (0.1, None),
     "colorize": (0.0, 0.0),
     "mri": (0.01, 0.01),
@@ -65,11 +65,20 @@ class Item:
     #: NumPy array (.npy: a sinogram) or arrays by name (.npz: k-space with its mask and intensity scale) —
     #: so that it can be restored again; None for real measurements
     saved_measurement: Tensor | np.ndarray | dict | None = None
-    extra: dict = field(default_factory=dict)
     #: what was converted or assumed about this input (said with the results)
     notes: list[str] = field(default_factory=list)
     #: applied to the restoration before it is saved: (image (C, H, W) in [-1, 1]) → (image, a note or "")
     finish: Callable[[Tensor], tuple[Tensor, str]] | None = None
+    #: the problem's kind for the defaults table when the operator cannot tell it yet (samplers.defaults.problem_kind)
+    kind: str | None = None
+    #: a step that needs the prior before the item can be solved — blind deblurring's kernel estimate: called
+    #: with the denoiser, it sets the real operator (and ``estimated_kernel``); None for every other task
+    estimate: Callable[[object], None] | None = None
+    #: the blur kernel estimated from the measurement itself (float64 (k, k), sum 1), written with the results
+    estimated_kernel: Tensor | None = None
+    #: seconds and network evaluations spent on ``estimate`` (added to the image's in the report)
+    estimate_seconds: float = 0.0
+    estimate_nfe: int = 0
 
     @property
     def shape_key(self) -> tuple:
@@ -220,9 +229,13 @@ def colorize_input(pixels: Tensor) -> Tensor:
 
 def deblur(kernel: str, boundary: str, noise_sigma: float | None, simulate_input: bool,
            reference: Path | None = None) -> TaskSetup:
-    """Deblurring by a known kernel: a kernel file (any name), or a spec such as gaussian:61:3.0 or levin:3."""
+    """Deblurring by a known kernel (a kernel file of any name, or a spec such as gaussian:61:3.0 or levin:3), or
+    blind (``auto`` or ``auto:SIZE``): the kernel estimated from each blurry image with the prior (restore.blind)."""
     if Path(kernel).is_dir():
         raise RestoreError(f"--kernel {kernel} is a folder; give one kernel file (.npy, .npz or an image) or a spec")
+    blind_size = None if Path(kernel).is_file() else parse_auto_kernel(kernel)
+    if blind_size is not None:
+        return blind_deblur(blind_size, boundary, noise_sigma, simulate_input, reference, kernel)
     if Path(kernel).is_file():  # a file first: its name may hold ':' or '=', which a spec would split on
         kernel_tensor, kernel_spec = operators.blur.load_kernel(kernel), f"file={kernel}"
     else:
@@ -233,15 +246,80 @@ def deblur(kernel: str, boundary: str, noise_sigma: float | None, simulate_input
     def make_operator(shape: tuple[int, int, int]) -> operators.Operator:
         return operators.blur.make_blur(kernel_tensor, shape, boundary, kernel_spec=kernel_spec)
 
-    def clean_shape(blurred: tuple[int, int, int]) -> tuple[int, int, int]:
-        """A 'valid' blur's picture is smaller than the image by the kernel's size less one."""
-        c, h, w = blurred
-        return (c, h + kh - 1, w + kw - 1) if boundary == "valid" else blurred
-
     make_operator((1, max(kh, 2), max(kw, 2)))  # an unknown boundary fails now, not per image
-    prepare = image_task(make_operator, clean_shape, noise_sigma, simulate_input, references_from(reference))
-    return TaskSetup("deblur", prepare, {"kernel": kernel, "boundary": boundary, "noise": noise_sigma, "simulate": simulate_input},
-                     reads=existing(kernel, reference))
+    prepare = image_task(make_operator, lambda blurred: valid_blur_input(blurred, (kh, kw), boundary), noise_sigma,
+                         simulate_input, references_from(reference))
+    if noise_sigma is None:
+        prepare = with_estimated_noise(prepare)
+    return TaskSetup("deblur", prepare, {"kernel": kernel, "boundary": boundary, "noise": noise_or_estimated(noise_sigma),
+                                         "simulate": simulate_input}, reads=existing(kernel, reference))
+
+
+def valid_blur_input(blurred: tuple[int, int, int], kernel_shape: tuple[int, int], boundary: str) -> tuple[int, int, int]:
+    """The image shape behind a blurred picture: a 'valid' blur's picture is smaller by the kernel's size less one."""
+    c, h, w = blurred
+    return (c, h + kernel_shape[0] - 1, w + kernel_shape[1] - 1) if boundary == "valid" else blurred
+
+
+def parse_auto_kernel(spec: str) -> int | None:
+    """The kernel support asked for by ``auto`` (0: restore.blind's default for each image) or ``auto:SIZE``; None for a
+    known kernel. A bad SIZE is one clear error."""
+    head, colon, size = spec.partition(":")
+    if head.strip().lower() != "auto":
+        return None
+    if not colon:
+        return 0
+    try:
+        value = int(size)
+    except ValueError:
+        value = None
+    if value is None or value < 3 or value % 2 == 0:
+        raise RestoreError(f"--kernel auto:SIZE takes the kernel's support as an odd number of pixels >= 3, e.g. auto:31; got '{spec}'")
+    return value
+
+
+def blind_deblur(size: int, boundary: str, noise_sigma: float | None, simulate_input: bool, reference: Path | None,
+                 kernel_option: str) -> TaskSetup:
+    """Blind deblurring: each blurry image's kernel estimated with the prior (restore.blind.estimate_kernel), then
+    the image deblurred with it by the deblur defaults for an estimated kernel (samplers.defaults, ``deblur/blind``)."""
+    from restore import blind
+
+    if simulate_input:
+        raise RestoreError("--simulate blurs the input with a known kernel: give --kernel (blind deblurring takes a blurry photograph)")
+    operators.blur.make_blur(torch.ones(1, 1), (1, 2, 2), boundary)  # an unknown boundary fails now, not per image
+    noise_sigma = noise_sigma_for("deblur", noise_sigma, False)
+    references = references_from(reference)
+
+    def prepare(path: Path, index: int) -> Item:
+        image = read_image(path)
+        k = blind.kernel_size_for(tuple(image.pixels.shape), size)
+        y = image.pixels[None]
+        shape = valid_blur_input(tuple(image.pixels.shape), (k, k), boundary)
+        placeholder = operators.blur.make_blur(torch.ones(1, 1), shape, boundary, kernel_spec=f"auto:{k}")
+        ref = reference_for(references(path), shape) if references(path) else None
+        alpha = image.alpha if image.alpha is not None and tuple(image.alpha.shape[-2:]) == shape[1:] else None
+        item = Item(index, path.stem, path, y, placeholder, gaussian_noise(noise_sigma), ref, alpha, image.bit_depth, kind="blind")
+
+        def estimate(denoiser) -> None:
+            sigma = float(getattr(item.noise, "sigma", 0.0))  # library units
+            kernel = blind.estimate_kernel(item.y, denoiser, k, noise_sigma=sigma)
+            item.operator = operators.blur.make_blur(kernel.float(), shape, boundary, kernel_spec=f"estimated:{k}")
+            item.estimated_kernel = kernel
+            item.estimate_nfe = blind.estimate_nfe(tuple(item.y.shape[-2:]), k)
+            item.notes = [*item.notes, f"kernel estimated on a {k}x{k} support ({operators.blur.kernel_kind(kernel)} blur)"]
+
+        item.estimate = estimate
+        return item
+
+    if noise_sigma is None:
+        prepare = with_estimated_noise(prepare)
+    return TaskSetup("deblur", prepare, {"kernel": kernel_option, "boundary": boundary, "noise": noise_or_estimated(noise_sigma),
+                                         "simulate": False}, reads=existing(reference))
+
+
+def noise_or_estimated(noise_sigma: float | None) -> float | str:
+    """A task's noise setting as reports record it."""
+    return noise_sigma if noise_sigma is not None else "estimated"
 
 
 def superres(scale: int, kernel: str, noise_sigma: float | None, simulate_input: bool,
@@ -251,7 +329,10 @@ def superres(scale: int, kernel: str, noise_sigma: float | None, simulate_input:
     noise_sigma = noise_sigma_for("superres", noise_sigma, simulate_input)
     prepare = image_task(lambda shape: operators.build(spec, shape), lambda shape: (shape[0], shape[1] * scale, shape[2] * scale),
                          noise_sigma, simulate_input, references_from(reference))
-    return TaskSetup("superres", prepare, {"scale": scale, "kernel": kernel, "noise": noise_sigma, "simulate": simulate_input},
+    if noise_sigma is None:
+        prepare = with_estimated_noise(prepare)
+    return TaskSetup("superres", prepare, {"scale": scale, "kernel": kernel, "noise": noise_or_estimated(noise_sigma),
+                                           "simulate": simulate_input},
                      reads=existing(reference))
 
 
@@ -262,7 +343,7 @@ def denoise(noise_sigma: float | None, simulate_input: bool, reference: Path | N
                          noise_sigma, simulate_input, references_from(reference))
     if noise_sigma is None:
         prepare = with_estimated_noise(prepare)
-    return TaskSetup("denoise", prepare, {"noise": noise_sigma if noise_sigma is not None else "estimated",
+    return TaskSetup("denoise", prepare, {"noise": noise_or_estimated(noise_sigma),
                                           "simulate": simulate_input}, reads=existing(reference))
 
 
@@ -328,8 +409,7 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
         y = 2 * kspace[None].to(torch.complex64) / scale - op.A(ones)
         ref_path = references(path)
         ref = reference_for(ref_path, (1, height, width)) if ref_path else None
-        return Item(index, path.stem, path, y, op, noise, ref, None, 8, None, {"intensity_scale": scale},
-                    [note] if note else [])
+        return Item(index, path.stem, path, y, op, noise, ref, None, 8, None, notes=[note] if note else [])
 
     settings = {"mask": mask, "acceleration": acceleration, "center_lines": center_lines, "noise": noise_sigma,
                 "simulate": simulate_input, "intensity_scale": intensity_scale or "auto"}
@@ -452,9 +532,9 @@ def with_estimated_noise(prepare: Prepare) -> Prepare:
 
     def wrapped(path: Path, index: int) -> Item:
         item = prepare(path, index)
-        sigma = estimate_noise_sigma(item.y[0])
-        item.noise = gaussian_noise(round(sigma, 4))
-        item.extra["estimated_noise_sigma"] = round(sigma, 4)
+        sigma = round(estimate_noise_sigma(item.y[0]), 4)
+        item.noise = gaussian_noise(sigma)
+        item.notes = [*item.notes, f"noise σ estimated {sigma:g}"]
         return item
 
     return wrapped

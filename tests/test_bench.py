@@ -191,3 +191,21 @@ def test_texture_ratio_is_one_for_the_truth_and_low_for_a_blur():
     noisy = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     assert float(texture_ratio(noisy, x, missing)) > 1.5
     assert float(hole_psnr(x, x, missing)) > 100 and float(hole_psnr(blurred, x, missing)) < 40
+
+
+def test_blind_task_hides_the_kernel_and_counts_the_estimate(two_images, tiny_prior, tmp_path, one_thread):
+    from restore.blind import estimate_nfe
+
+    out = tmp_path / "bench"
+    result = invoke("bench", two_images, "--out", out, "--prior", tiny_prior, "--size", SIZE, "--steps", "2",
+                    "--tasks", "mblur-blind", "--samplers", "dpir", "--limit", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = {r["method"]: r for r in read_results(out)}
+    assert rows["dpir"]["status"] == "ok" and rows["baseline"]["status"] == "ok"
+    assert int(rows["dpir"]["nfe"]) == 2 + estimate_nfe((SIZE, SIZE), 31)  # the kernel estimate's evaluations counted
+    assert "classical blind" in (out / "summary.md").read_text()
+    # the classical blind baseline, aligned as blind methods are scored, beats the blurry measurement on a real photo
+    task = suite.TASKS["mblur-blind"]
+    problem = suite.make_problem(task, suite.load_reference(two_images / "camera.png", 128), 0)
+    x_hat = run.align_to_reference(task.baseline(problem), problem.x)
+    assert psnr(x_hat, problem.x).item() > psnr(problem.y, problem.x).item() + 1

@@ -8,6 +8,7 @@ Outputs under ``out``: ``results.csv`` (one row per image × task × method, app
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -21,7 +22,9 @@ from torch import Tensor
 
 import operators
 
-from restore.bench.suite import PROTOCOL_SIZE, TV_WEIGHT, WIENER_BALANCE, BenchTask, Method, Problem, load_reference, make_problem, method_plan, solve_problems
+from restore.bench.suite import (PROTOCOL_SIZE, TV_WEIGHT, WIENER_BALANCE, BenchTask, Method, Problem, blind_operator, load_reference,
+                                 make_problem, method_plan, solve_problems)
+from restore.blind import align_to_reference, estimate_nfe, kernel_size_for
 from restore.errors import USER_ERRORS, RestoreError
 from restore.io import atomic_write, write_image
 from restore.metrics import chroma_error, colourfulness, hole_psnr, lpips_distance, psnr, ssim, texture_ratio
@@ -198,7 +201,7 @@ def method_config(task: BenchTask, method: Method, options: BenchOptions) -> str
     channels = 1 if task.luminance else 3
     operator = operators.build(task.spec(0, options.size), (channels, options.size, options.size))  # its kind decides
     try:
-        plan = make_plan(task.family, request, operator)
+        plan = make_plan(task.family, request, operator, kind="blind" if task.hidden_kernel else None)
     except USER_ERRORS:  # a sampler this task's operator cannot take: its rows are n/a
         plan = make_plan(task.family, request)
     return json.dumps(plan.to_dict(), sort_keys=True)
@@ -222,7 +225,12 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
                             config=config) for p in problems]
             plan = method_plan(task, method, problems[0], options.steps, options.seed)
             steps, nfe = plan.steps, plan.nfe
-            x_hat = solve_problems(plan, denoiser, problems)
+            if task.hidden_kernel:  # each problem on the kernel estimated from its own measurement
+                nfe += estimate_nfe(tuple(problems[0].y.shape[-2:]), kernel_size_for(problems[0].y.shape))
+                x_hat = torch.cat([solve_problems(plan, denoiser, [dataclasses.replace(p, operator=blind_operator(denoiser, p))])
+                                   for p in problems])
+            else:
+                x_hat = solve_problems(plan, denoiser, problems)
     except Exception as err:  # noqa: BLE001 - the problems' failure, not the run's
         if len(problems) > 1:
             return [row for p in problems for row in run_method(task, method, config, [p], denoiser, options, lpips)]
@@ -230,6 +238,8 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
     seconds = (time.time() - start) / len(problems)
     x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().cpu().clamp(-1, 1)
     x = torch.cat([p.x for p in problems])
+    if task.hidden_kernel:
+        x_hat = align_to_reference(x_hat, x).clamp(-1, 1)
     values = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
     values["lpips"] = lpips_distance(lpips, x_hat, x) if lpips is not None else torch.full((len(problems),), math.nan)
     values |= task_measures(task, problems, x_hat, x)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 import operators
 from operators.color import rgb_to_luminance
+from restore.blind import classical_blind_baseline, estimate_kernel, kernel_size_for
 from restore.errors import RestoreError
 from restore.io import read_image
 from restore.noise import GaussianNoise, simulate
@@ -114,6 +115,10 @@ class BenchTask:
     noise_sigma: Callable[[Tensor, operators.Operator], float] = lambda x, op: SIGMA_Y
     #: False: the measurement is exact (a JPEG's rounding is its only noise), and ``noise_sigma`` only tells samplers its size
     added_noise: bool = True
+    #: True: the methods do not see the blur kernel (blind deblurring): samplers run on the kernel that
+    #: restore.blind estimates, and restorations are scored after the best shift (a blind estimate is
+    #: determined up to a translation; Levin et al. 2009 score the same way)
+    hidden_kernel: bool = False
 
 
 def _jpeg_sigma(x: Tensor, op: operators.Operator) -> float:
@@ -128,6 +133,9 @@ TASKS: dict[str, BenchTask] = {t.name: t for t in [
     BenchTask("sr4", "superres", lambda i, n: "bicubic:4", "bicubic", bicubic_baseline),
     BenchTask("gblur", "deblur", lambda i, n: "blur:gaussian:61:3.0", "Wiener", wiener_baseline(WIENER_BALANCE["gblur"])),
     BenchTask("mblur", "deblur", lambda i, n: f"blur:levin:{i % 8 + 1}", "Wiener", wiener_baseline(WIENER_BALANCE["mblur"])),
+    # mblur's problems with the kernel hidden; the mblur task's rows are the non-blind upper bound
+    BenchTask("mblur-blind", "deblur", lambda i, n: f"blur:levin:{i % 8 + 1}", "classical blind: L0 edges + TV",
+              lambda p: classical_blind_baseline(p.y, kernel_size_for(p.y.shape), p.noise.sigma)[0], hidden_kernel=True),
     # 128 of 256 in the protocol; half the side for other --size values
     BenchTask("box", "inpaint", lambda i, n: f"box:{n // 2}:seed={i}", "biharmonic", biharmonic_baseline),
     # large free-form holes (25–40 % of the image), where texture matters: restore.metrics.texture_ratio
@@ -202,6 +210,13 @@ def load_reference(path: Path, size: int) -> Tensor:
     return pixels.expand(-1, 3, -1, -1).clone() if pixels.shape[1] == 1 else pixels
 
 
+def blind_operator(denoiser, problem: Problem) -> operators.LinearOperator:
+    """The blur a blind method deblurs with: the kernel estimated from the measurement alone (restore.blind; a
+    31 px support — the Levin kernels are 13–27 px — or half the image's side on smaller crops)."""
+    kernel = estimate_kernel(problem.y, denoiser, kernel_size_for(problem.y.shape), noise_sigma=problem.noise.sigma)
+    return operators.blur.make_blur(kernel.float(), problem.operator.in_shape, problem.operator.boundary).to(problem.y.dtype)
+
+
 def make_problem(task: BenchTask, x: Tensor, index: int, name: str = "") -> Problem:
     if task.luminance:
         x = rgb_to_luminance(x)
@@ -214,7 +229,7 @@ def make_problem(task: BenchTask, x: Tensor, index: int, name: str = "") -> Prob
 def method_plan(task: BenchTask, method: Method, problem: Problem, steps: int | None, seed: int) -> Plan:
     """The plan a sampler method runs with on a task: the task family's defaults, the method's steps."""
     request = Request(method.sampler, method.steps or steps, (), method.samples, seed)
-    return make_plan(task.family, request, problem.operator)
+    return make_plan(task.family, request, problem.operator, kind="blind" if task.hidden_kernel else None)
 
 
 def solve_problems(plan: Plan, denoiser, problems: list[Problem]) -> Tensor:

@@ -213,6 +213,8 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "inpaint": Defaults(16, DPIRParams(lam=0.02, sigma_max=1.5)),  # sweep: steps × λ, random70, images 40–47
         "deblur": Defaults(16, dataclasses.replace(DPIR_RENOISED, sigma_min=0.01)),  # sweep: σ_min, gblur/mblur 40–47
         "deblur/motion": Defaults(16, dataclasses.replace(DPIR_RENOISED, sigma_min=0.01, lam=0.4)),  # sweep: λ, mblur 40–47
+        # a kernel estimated from the image (--kernel auto): camera shake's setting, the blur blind users bring
+        "deblur/blind": Defaults(16, dataclasses.replace(DPIR_RENOISED, sigma_min=0.01, lam=0.4)),
         "superres": Defaults(16, DPIR_RENOISED),  # sweep: renoise, σ_1, steps, sr4, images 40–47
         "denoise": Defaults(8, DPIRParams(lam=0.2, sigma_max=0.4)),  # sweep: λ, steps, images 40–43
         "colorize": Defaults(12, dataclasses.replace(DPIR_HOLES, renoise=0.6)),  # sweep: renoise, images 40–45
