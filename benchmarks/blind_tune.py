@@ -58,7 +58,7 @@ def main() -> None:
     denoiser = load_denoiser("default", "cpu")
     cases = list(problems(args.levin, args.motion, args.size, args.sigma))
     for setting in args.settings:
-        params = BlindParams(**parse_set([s for s in setting.split(",") if s]))
+        params = BlindParams(**{"periodic": True, **parse_set([s for s in setting.split(",") if s])})
         scores, start = {"levin": [], "motion": []}, time.perf_counter()
         quality = {"levin": [], "motion": []}
         for i, family, kernel, y, sigma, x in cases:

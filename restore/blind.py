@@ -133,6 +133,9 @@ class BlindParams:
     luminance: bool = False
     #: where the returned kernel is centred: "box" (its support's bounding box) or "centroid"
     centre: str = "box"
+    #: the blurry image is periodic (a circular blur, as simulated): the kernel is fitted on edges up to the
+    #: borders; False (a photograph): on edges at least the kernel's radius inside (see :func:`_salient`)
+    periodic: bool = False
 
     def __post_init__(self) -> None:
         _require(self.level_ratio > 1 and math.isfinite(self.level_ratio), f"level_ratio must be a finite number > 1, got {self.level_ratio}")
@@ -519,7 +522,8 @@ def _salient(gx: Tensor, gy: Tensor, fraction: float, margin: int = 0) -> tuple[
 
 def _kernel_from_edges(z: Tensor, y_grads: tuple[Tensor, Tensor], support: _Support, kernel: Tensor, p: BlindParams) -> Tensor:
     """M-step: the kernel that best maps the salient gradients of x̂ to the gradients of y, projected."""
-    gx, gy = _salient(*_gradients(_for_kernel(z.double(), p)), p.edge_fraction, margin=support.size // 2 + 1)
+    gx, gy = _salient(*_gradients(_for_kernel(z.double(), p)), p.edge_fraction,
+                      margin=0 if p.periodic else support.size // 2 + 1)
     sx, sy = torch.fft.rfft2(gx)[0], torch.fft.rfft2(gy)[0]
     tx, ty = (torch.fft.rfft2(g)[0] for g in y_grads)
     power = (sx.abs() ** 2 + sy.abs() ** 2).sum(dim=0)

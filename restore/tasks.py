@@ -302,7 +302,8 @@ def blind_deblur(size: int, boundary: str, noise_sigma: float | None, simulate_i
 
         def estimate(denoiser) -> None:
             sigma = float(getattr(item.noise, "sigma", 0.0))  # library units
-            kernel = blind.estimate_kernel(item.y, denoiser, k, noise_sigma=sigma)
+            params = blind.BlindParams(periodic=boundary == "circular")
+            kernel = blind.estimate_kernel(item.y, denoiser, k, noise_sigma=sigma, params=params)
             item.operator = operators.blur.make_blur(kernel.float(), shape, boundary, kernel_spec=f"estimated:{k}")
             item.estimated_kernel = kernel
             item.estimate_nfe = blind.estimate_nfe(tuple(item.y.shape[-2:]), k)

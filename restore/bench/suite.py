@@ -17,7 +17,7 @@ from torch import Tensor
 
 import operators
 from operators.color import rgb_to_luminance
-from restore.blind import classical_blind_baseline, estimate_kernel, kernel_size_for
+from restore.blind import BlindParams, classical_blind_baseline, estimate_kernel, kernel_size_for
 from restore.errors import RestoreError
 from restore.io import read_image
 from restore.noise import GaussianNoise, simulate
@@ -213,7 +213,9 @@ def load_reference(path: Path, size: int) -> Tensor:
 def blind_operator(denoiser, problem: Problem) -> operators.LinearOperator:
     """The blur a blind method deblurs with: the kernel estimated from the measurement alone (restore.blind; a
     31 px support — the Levin kernels are 13–27 px — or half the image's side on smaller crops)."""
-    kernel = estimate_kernel(problem.y, denoiser, kernel_size_for(problem.y.shape), noise_sigma=problem.noise.sigma)
+    periodic = problem.operator.boundary == "circular"
+    kernel = estimate_kernel(problem.y, denoiser, kernel_size_for(problem.y.shape), noise_sigma=problem.noise.sigma,
+                             params=BlindParams(periodic=periodic))
     return operators.blur.make_blur(kernel.float(), problem.operator.in_shape, problem.operator.boundary).to(problem.y.dtype)
 
 
