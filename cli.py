@@ -112,7 +112,7 @@ Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the netw
 BatchSize = Annotated[int, typer.Option(min=1, help="Images restored together (same size only).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or table.")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
-NOISE_HELP = "Measurement noise σ on the [0, 1] pixel scale (e.g. 0.025)."
+NOISE_HELP = "Measurement noise σ on the [0, 1] pixel scale (e.g. 0.025). Default: estimated from each real input (noted in the report); 0.01 with --simulate."
 #: restore bench's default tasks (restore.bench.suite.PROTOCOL; spelled here so --help needs no torch import)
 PROTOCOL_TASKS = ("sr4", "gblur", "mblur", "box", "random70", "denoise", "mri4x", "ct60")
 
@@ -341,7 +341,7 @@ def finish(records, out: Path, quiet: bool, json_out: bool) -> None:
 
 
 # ---- task commands ---------------------------------------------------------------------------------
-@task_command(simulate=False)
+@task_command(simulate=False, noise_help="Noise σ on the [0, 1] scale added to the image before restoring (a simulation). Default: none added, and the photograph's own σ estimated (noted in the report).")
 def inpaint(
     images: Images,
     mask: Annotated[str, typer.Option(help="Mask file (white = missing), a folder of masks matched by file name, or a spec: box:128 (a 128-pixel square at a random position, seeded by the image's index), box:128@X,Y (its top-left corner at column X, row Y), random:0.7, strokes, freeform.", show_default=False)],
@@ -398,7 +398,7 @@ def denoise(images: Images, *, options: TaskOptions) -> None:
     run_task(tasks.denoise(options.noise_sigma, options.simulate, options.reference), images, options)
 
 
-@task_command()
+@task_command(noise_help="Noise σ on the [0, 1] scale of the gray input. Default: 0 (noise-free).")
 def colorize(images: Images, *, options: TaskOptions) -> None:
     """Colorize grayscale images (an RGB input is reduced to its luminance first)."""
     from restore import tasks
@@ -406,7 +406,7 @@ def colorize(images: Images, *, options: TaskOptions) -> None:
     run_task(tasks.colorize(options.noise_sigma, options.simulate, options.reference), images, options)
 
 
-@task_command()
+@task_command(noise_help="Noise σ of the k-space on the [0, 1] image scale. Default: 0.01.")
 def mri(
     kspace: Annotated[str, typer.Argument(help="k-space: .npy (complex, H×W), .npz (restore's own measurements) or fastMRI .h5; with --simulate, images.", show_default=False)],
     mask: Annotated[Optional[str], typer.Option(help="Sampling mask .npy/.png (non-zero = sampled). Default: where the k-space is non-zero.", show_default=False)] = None,

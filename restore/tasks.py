@@ -30,7 +30,7 @@ from restore.noise_level import estimate_sigma
 #: σ of the measurement noise on the [0, 1] scale when --noise-sigma is not given, as (simulated input,
 #: real measurement); None: estimated from each measurement. CT's σ is relative to each sinogram's maximum.
 DEFAULT_NOISE_SIGMA = {
-    "inpaint": (0.0, 0.0),
+    "inpaint": (None, None),  # the input is the photograph: its own noise, estimated
     "deblur": (0.01, None),
     "superres": (0.01, None),
     "denoise": (0.1, None),
@@ -153,9 +153,11 @@ def reference_for(path: Path | None, shape: tuple[int, ...]) -> Tensor | None:
 
 
 def inpaint(mask: str, noise_sigma: float | None, reference: Path | None = None, invert: bool = False) -> TaskSetup:
-    """Inpainting: the input is the ground truth; the mask (file, or spec like box:128) hides pixels."""
+    """Inpainting: the input is the ground truth; the mask (file, or spec like box:128) hides pixels. With a σ
+    noise of that σ is added (a simulation); without, the photograph's own noise level is estimated and
+    the samplers told it (nothing added)."""
     noise_sigma = noise_sigma_for("inpaint", noise_sigma, True)
-    noise = gaussian_noise(noise_sigma)
+    noise = gaussian_noise(noise_sigma) if noise_sigma is not None else None
     references = references_from(reference)
 
     def prepare(path: Path, index: int) -> Item:
@@ -176,11 +178,17 @@ def inpaint(mask: str, noise_sigma: float | None, reference: Path | None = None,
         else:
             raise RestoreError(f"mask not found: {mask} (give a file, a folder of masks, or box:SIZE, random:FRACTION, strokes)")
         x = image.pixels[None]
-        y = simulate(x, op, noise, [index])
+        notes = []
+        if noise is None:  # the photograph's own noise
+            sigma = round(estimate_noise_sigma(image.pixels), 4)
+            item_noise, y = gaussian_noise(sigma), op.A(x)
+            notes.append(f"noise σ estimated {sigma:g}")
+        else:
+            item_noise, y = noise, simulate(x, op, noise, [index])
         ref = reference_for(references(path), shape) if references(path) else x
-        return Item(index, path.stem, path, y, op, noise, ref, image.alpha, image.bit_depth, y[0])
+        return Item(index, path.stem, path, y, op, item_noise, ref, image.alpha, image.bit_depth, y[0], notes=notes)
 
-    return TaskSetup("inpaint", prepare, {"mask": mask, "invert_mask": invert, "noise": noise_sigma},
+    return TaskSetup("inpaint", prepare, {"mask": mask, "invert_mask": invert, "noise": noise_or_estimated(noise_sigma)},
                      reads=existing(mask, reference))
 
 
@@ -542,5 +550,5 @@ def with_estimated_noise(prepare: Prepare) -> Prepare:
 
 
 def estimate_noise_sigma(pixels: Tensor) -> float:
-    """σ on the [0, 1] scale estimated from the image itself (wavelet MAD: restore.noise_level)."""
+    """σ on the [0, 1] scale estimated from the image itself (patch PCA, Chen et al. 2015: restore.noise_level)."""
     return estimate_sigma(pixels) / 2  # library pixels span [-1, 1], twice the [0, 1] scale

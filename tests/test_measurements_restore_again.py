@@ -45,6 +45,8 @@ def test_a_saved_measurement_restores_again_to_the_same_result(tmp_path, command
     assert measurement.is_file()
     if command[0] == "ct":
         extra = [*extra, "--size", "24"]  # a sinogram does not say its image size (it holds 35 detectors: √2 · 24)
+    if command[0] in ("deblur", "superres"):
+        extra = [*extra, "--noise-sigma", "0.01"]  # the simulation's σ: a real input's would be estimated, on 768 pixels
     again = CliRunner().invoke(app, [command[0], str(measurement), *command[1:], *extra, *common, "--out", str(tmp_path / "b")])
     assert again.exit_code == 0, again.output
     one, two = (read_image(tmp_path / d / "x.png").pixels.float() for d in ("a", "b"))
