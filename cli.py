@@ -464,13 +464,22 @@ def report(
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
     """Rewrite a folder's report.csv and report.json from its records: after a crashed or partial run, or while
-    several processes (torchrun, --shard) are still writing it."""
+    several processes (torchrun, --shard) are still writing it. For a `restore bench` folder: merge the shards'
+    results into results.csv and write summary.md."""
     from restore import runner
 
     if not folder.is_dir():
         from restore.errors import RestoreError
 
         raise RestoreError(f"{folder} is not a folder")
+    if (folder / "settings.json").is_file() and not (folder / runner.RECORDS).is_dir():  # a restore bench folder
+        from restore.bench.report import run_in_folder
+        from restore.bench.run import merge_results
+
+        rows = merge_results(folder)
+        files, tasks, methods, settings = run_in_folder(folder, rows)
+        report_bench(folder, rows, files, tasks, methods, settings, quiet or json_out, json_out)
+        return
     finish(runner.report_folder(folder), folder, quiet or json_out, json_out)
 
 
@@ -528,28 +537,52 @@ def bench(
     size: Annotated[int, typer.Option(min=16, help="Centre-crop size (the protocol's is 256; smaller for quick checks).")] = 256,
     seed: Seed = 0, device: Device = "auto", precision: Precision = "auto", compile_network: Compile = False, batch_size: BatchSize = 1,
     overwrite: Annotated[bool, typer.Option(help="Discard results in --out made with other settings and start again.")] = False,
+    shard: Annotated[Optional[str], typer.Option(help="I/N: run only image i of the sorted images where i mod N = I, into its own results part; `restore report OUT` merges the parts once all have run. Under torchrun, RANK/WORLD_SIZE give it and rank 0 merges.", show_default=False)] = None,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
     """Run the standard task suite (samplers beside classical baselines) on a folder: PSNR, SSIM, LPIPS, NFE, time."""
     from restore import api
-    from restore.bench import report, suite
-    from restore.bench.run import BenchOptions, check_out
+    from restore.bench import suite
+    from restore.bench.run import BenchOptions, check_out, merge_results
     from restore.io import list_images
-    from restore.records import json_text
+    from restore.shard import Shard
 
     task_list = suite.parse_tasks(tasks)
     methods = suite.parse_methods(samplers, baselines, samples)
     files = list_images(images)[:limit]
     check_out(out, images)
-    quiet = quiet or json_out
-    denoiser = load_prior(prior, device, precision, compile_network, quiet)
+    group = distributed_group()
+    part = Shard.parse(shard) if shard else Shard.from_environment()
+    follower = group is not None and part.index != 0
+    quiet = quiet or json_out or follower
+    denoiser = load_prior(prior, local_device(device), precision, compile_network, quiet)
     settings = {"images": str(images.resolve()), "prior": prior, "prior_info": getattr(denoiser, "info", {}),
-                "precision": api.resolve_precision(precision, api.resolve_device(device)), "size": size, "seed": seed,
+                "precision": api.resolve_precision(precision, denoiser.alphas_cumprod.device), "size": size, "seed": seed,
                 "steps": steps}
-    options = BenchOptions(out, size, seed, steps, batch_size, overwrite, settings)
+    options = BenchOptions(out, size, seed, steps, batch_size, overwrite, settings, part)
     lpips = load_lpips(denoiser, quiet) if any(m.sampler for m in methods) or baselines else None
     rows = bench_with_progress(files, task_list, methods, denoiser, options, lpips, quiet)
-    summary = report.write_reports(out, rows, files, task_list, methods, size, settings)
+    if group is not None:  # every rank's part is written: rank 0 merges and reports the whole suite
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        if follower:
+            return
+        rows = merge_results(out)
+    elif part.count > 1:
+        say(f"shard {part.index}/{part.count} done: {out / f'results.part{part.index}of{part.count}.csv'}; once every shard "
+            f"has run, `restore report {out}` merges them and writes summary.md")
+        return
+    report_bench(out, rows, files, task_list, methods, settings, quiet, json_out)
+
+
+def report_bench(out: Path, rows, files, task_list, methods, settings: dict, quiet: bool, json_out: bool) -> None:
+    """summary.md and the pictures, the table (stderr), JSON means (stdout) if asked, and the exit code."""
+    from restore.bench import report
+    from restore.records import json_text
+
+    summary = report.write_reports(out, rows, files, task_list, methods, settings["size"], settings)
     table = report.mean_table(rows)
     if json_out:
         means = [{k: v for k, v in e.items() if k not in ("images_set", "rows")} for e in table]

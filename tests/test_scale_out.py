@@ -153,3 +153,48 @@ def test_two_commands_at_once_on_one_folder_share_the_work(five, tiny_prior, tmp
         assert process.returncode == 0, stderr
         done.append({r["name"] for r in json.loads(stdout)["images"] if r["status"] == "ok"})
     assert not done[0] & done[1] and done[0] | done[1] == {f"im{i}" for i in range(5)}
+
+
+def bench_command(folder: Path, out: Path, prior: str, *extra: str) -> list[str]:
+    return ["bench", str(folder), "--tasks", "sr4,denoise", "--samplers", "dpir", "--prior", prior, "--steps", "2",
+            "--size", "16", "--precision", "fp32", "--out", str(out), "--quiet", *extra]
+
+
+def bench_rows(out: Path) -> dict[tuple, tuple]:
+    import csv
+
+    with open(out / "results.csv", newline="") as f:
+        return {(r["task"], r["method"], r["image"]): (r["status"], r["psnr"], r["ssim"], r["nfe"]) for r in csv.DictReader(f)}
+
+
+@pytest.mark.slow
+def test_bench_shards_merge_to_the_one_process_results(five, tiny_prior, tmp_path):
+    single, split = tmp_path / "one", tmp_path / "two"
+    assert CliRunner().invoke(app, bench_command(five, single, tiny_prior)).exit_code == 0
+    shards = [subprocess.Popen([sys.executable, "-m", "restore", *bench_command(five, split, tiny_prior, "--shard", f"{i}/2")],
+                               cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for process in shards:
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+    assert sorted(p.name for p in split.glob("results.part*.csv")) == ["results.part0of2.csv", "results.part1of2.csv"]
+    assert not (split / "summary.md").exists()  # no shard knows the others are done
+    result = CliRunner().invoke(app, ["report", str(split), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert bench_rows(split) == bench_rows(single) and len(bench_rows(single)) == 5 * 2 * 2  # images × tasks × methods
+    assert not list(split.glob("results.part*.csv")) and (split / "summary.md").is_file()
+    pictures = sorted(p.name for p in split.glob("*.png"))
+    assert pictures == sorted(p.name for p in single.glob("*.png")) == ["denoise.png", "sr4.png"]
+    # a rerun in one process resumes from the merged rows: nothing left to do
+    again = CliRunner().invoke(app, bench_command(five, split, tiny_prior, "--json"))
+    assert again.exit_code == 0 and bench_rows(split) == bench_rows(single)
+
+
+@pytest.mark.slow
+def test_bench_under_torchrun_rank_zero_merges_and_reports(five, tiny_prior, tmp_path):
+    single, launched = tmp_path / "one", tmp_path / "torchrun"
+    assert CliRunner().invoke(app, bench_command(five, single, tiny_prior)).exit_code == 0
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "restore", *bench_command(five, launched, tiny_prior)], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert bench_rows(launched) == bench_rows(single) and (launched / "summary.md").is_file()
+    assert not list(launched.glob("results.part*.csv"))

@@ -129,6 +129,19 @@ def write_grids(out: Path, rows: Sequence[Row], files: Sequence[Path], tasks: Se
     return grids
 
 
+def run_in_folder(out: Path, rows: Sequence[Row]) -> tuple[list[Path], list[BenchTask], list[Method], dict]:
+    """What a bench folder was run on, read back from it (``restore report``): its images (the sorted folder up
+    to the last index with a row), tasks and methods in the order of its rows, and its settings."""
+    from restore.io import list_images
+
+    settings = json.loads((out / "settings.json").read_text())
+    files = list_images(settings["images"])[: max((r.index for r in rows), default=-1) + 1]
+    tasks = [TASKS[name] for name in dict.fromkeys(r.task for r in rows) if name in TASKS]
+    methods = [Method(label, None if label == "baseline" else label.split(":")[0].split("+")[0])
+               for label in dict.fromkeys(r.method for r in rows)]
+    return files, tasks, methods, settings
+
+
 def write_reports(out: Path, rows: Sequence[Row], files: Sequence[Path], tasks: Sequence[BenchTask],
                   methods: Sequence[Method], size: int, settings: dict) -> Path:
     grids = write_grids(out, rows, files, tasks, methods, size)

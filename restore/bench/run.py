@@ -31,6 +31,7 @@ from restore.metrics import chroma_error, colourfulness, hole_psnr, lpips_distan
 from restore.plan import Request, make_plan
 from restore.records import check_same_settings, failure_text, json_text
 from restore.samplers import get_sampler
+from restore.shard import Shard
 
 @dataclass
 class Row:
@@ -71,6 +72,9 @@ class BenchOptions:
     batch_size: int = 1
     overwrite: bool = False
     settings: dict = field(default_factory=dict)  # prior, precision, … : what a resumed run must share
+    #: this process's images (image i when i mod N == I: restore.shard); with N > 1 its rows go to its own
+    #: results.partIofN.csv, which merge_results folds into results.csv
+    shard: Shard = Shard()
 
 
 @dataclass
@@ -121,18 +125,46 @@ def check_out(out: Path, images: Path) -> None:
 
 
 def prepare_out(options: BenchOptions) -> list[Row]:
-    """Create ``out`` and return the rows to keep: an earlier run's, when its settings match."""
+    """Create ``out`` and return the rows to keep: an earlier run's (every shard's), when its settings match."""
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     settings_file, results = out / "settings.json", out / "results.csv"
     settings = json.loads(json_text(options.settings))  # as it reads back from the file
+    sharded = options.shard.count > 1
+    if sharded and options.overwrite:
+        raise RestoreError("--overwrite restarts the whole folder: run it in one process (no --shard, no torchrun)")
     if settings_file.is_file() and not options.overwrite:
         check_same_settings(json.loads(settings_file.read_text()), settings, out)
-        rows = read_rows(results)
+        rows = result_rows(out)
     else:
         rows = []
-    atomic_write(settings_file, lambda f: f.write(json_text(settings).encode()))
-    _write_rows(results, rows)
+    atomic_write(settings_file, lambda f: f.write(json_text(settings).encode()))  # shards write the same text
+    if not sharded:
+        _write_rows(results, rows)
+    return rows
+
+
+def part_path(out: Path, shard: Shard) -> Path:
+    """Where a process appends its rows: results.csv alone, or its shard's part."""
+    return out / "results.csv" if shard.count == 1 else out / f"results.part{shard.index}of{shard.count}.csv"
+
+
+def result_rows(out: Path) -> list[Row]:
+    """Every row the folder holds, results.csv and the shards' parts, the last one per (task, method, image)."""
+    rows: dict[tuple[str, str, str], Row] = {}
+    for path in [out / "results.csv", *sorted(out.glob("results.part*.csv"))]:
+        for row in read_rows(path):
+            rows.pop((row.task, row.method, row.image), None)
+            rows[(row.task, row.method, row.image)] = row
+    return list(rows.values())
+
+
+def merge_results(out: Path) -> list[Row]:
+    """Fold the shards' parts into results.csv (rank 0 after every rank finished, or ``restore report``)."""
+    rows = result_rows(out)
+    _write_rows(out / "results.csv", rows)
+    for part in out.glob("results.part*.csv"):
+        part.unlink()
     return rows
 
 
@@ -161,14 +193,16 @@ def run_suite(
 ) -> list[Row]:
     """Every image × task × method not done already; rows are appended to results.csv as they finish."""
     rows = {(r.task, r.method, r.image): r for r in prepare_out(options)}
-    progress.on_start(len(files) * len(tasks) * len(methods))
+    mine = [(i, path) for i, path in options.shard.items(files)]
+    progress.on_start(len(mine) * len(tasks) * len(methods))
+    written = part_path(options.out, options.shard)
     references: dict[int, Tensor] = {}
     for task in tasks:
         for method in methods:
             config = method_config(task, method, options)
             kept = {image for (t, m, image), row in rows.items() if t == task.name and m == method.label and row.config == config}
-            todo = [(i, path) for i, path in enumerate(files) if path.stem not in kept]
-            for _ in range(len(files) - len(todo)):
+            todo = [(i, path) for i, path in mine if path.stem not in kept]
+            for _ in range(len(mine) - len(todo)):
                 progress.on_row(None)
             for start in range(0, len(todo), options.batch_size):
                 chunk = todo[start : start + options.batch_size]
@@ -185,10 +219,11 @@ def run_suite(
                     new_rows += run_method(task, method, config, problems, denoiser, options, lpips)
                 for row in new_rows:
                     rows[(row.task, row.method, row.image)] = row
-                    with open(options.out / "results.csv", "a", newline="") as f:
-                        f.write(_csv_text([row], header=False))
+                    with open(written, "a", newline="") as f:
+                        f.write(_csv_text([row], header=not f.tell()))
                     progress.on_row(row)
-    _write_rows(options.out / "results.csv", list(rows.values()))  # one row per key, superseded rows dropped
+    if options.shard.count == 1:
+        _write_rows(written, list(rows.values()))  # one row per key, superseded rows dropped
     return list(rows.values())
 
 
