@@ -52,6 +52,14 @@ def metrics(out: Path) -> dict[str, tuple]:
     return {r["name"]: (r["psnr"], r["ssim"], r["nfe"]) for r in json.loads((out / "report.json").read_text())["images"]}
 
 
+def run_at_once(commands: list[list[str]]) -> None:
+    """``python -m restore`` with each argument list, all started together; each must succeed."""
+    processes = [subprocess.Popen([sys.executable, "-m", "restore", *c], cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True)
+                 for c in commands]
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+
+
 def test_shards_split_by_index_with_no_padding_and_no_duplicates():
     items = list("abcdefg")
     parts = [Shard(i, 3).items(items) for i in range(3)]
@@ -92,10 +100,7 @@ def test_shard_out_of_range_is_one_clear_line(five, tiny_prior, tmp_path):
 def test_two_shards_equal_one_process_bit_for_bit(five, tiny_prior, tmp_path):
     single, split = tmp_path / "one", tmp_path / "two"
     assert CliRunner().invoke(app, command(five, single, tiny_prior)).exit_code == 0
-    shards = [subprocess.Popen([sys.executable, "-m", "restore", *command(five, split, tiny_prior, "--shard", f"{i}/2")],
-                               cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for process in shards:
-        assert process.wait(timeout=300) == 0, process.stderr.read()
+    run_at_once([command(five, split, tiny_prior, "--shard", f"{i}/2") for i in range(2)])
     assert CliRunner().invoke(app, ["report", str(split), "--quiet"]).exit_code == 0
     assert digests(split) == digests(single) and len(digests(single)) == 10  # 5 restorations, 5 measurements
     assert metrics(split) == metrics(single)
@@ -171,10 +176,7 @@ def bench_rows(out: Path) -> dict[tuple, tuple]:
 def test_bench_shards_merge_to_the_one_process_results(five, tiny_prior, tmp_path):
     single, split = tmp_path / "one", tmp_path / "two"
     assert CliRunner().invoke(app, bench_command(five, single, tiny_prior)).exit_code == 0
-    shards = [subprocess.Popen([sys.executable, "-m", "restore", *bench_command(five, split, tiny_prior, "--shard", f"{i}/2")],
-                               cwd=ROOT, env=ENV, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    for process in shards:
-        assert process.wait(timeout=300) == 0, process.stderr.read()
+    run_at_once([bench_command(five, split, tiny_prior, "--shard", f"{i}/2") for i in range(2)])
     assert sorted(p.name for p in split.glob("results.part*.csv")) == ["results.part0of2.csv", "results.part1of2.csv"]
     assert not (split / "summary.md").exists()  # no shard knows the others are done
     result = CliRunner().invoke(app, ["report", str(split), "--quiet"])
