@@ -47,7 +47,7 @@ def readme_commands() -> list[str]:
         text = re.sub(r"\\\n\s*", " ", chunk)
         for line in text.splitlines():
             line = line.strip()
-            if line.startswith(("restore ", "python ", "python3 ", ". .venv")):
+            if line.startswith(("restore ", "python ", "python3 ", ". .venv", "torchrun ")):
                 commands.append(line)
     for row in re.findall(r"(?m)^\| `restore [^|]*\|[^|]*\| `([^`]+)` \|", README):
         commands.append(row)
@@ -90,11 +90,20 @@ def runnable(command: str, scratch: Path, prior: str) -> list[str] | None:
     for slow, fast in FASTER:
         command = re.sub(slow, fast, command)
     args = shlex.split(command)
-    if args[0] == "restore" and args[1] in TASKS + ("bench",):
+    task = args[args.index("restore") + 1] if args[0] == "torchrun" else args[1] if args[0] == "restore" else None
+    if task in TASKS + ("bench",):
         args += ["--prior", prior, "--quiet"]
-        if args[1] in TASKS and "--steps" not in args:
+        if task in TASKS and "--steps" not in args:
             args += ["--steps", "1"]
     return args
+
+
+def array_jobs(command: str) -> list[str]:
+    """A SLURM array's command as each of its jobs runs it (``$SLURM_ARRAY_TASK_ID/N``: jobs 0 … N-1), else itself."""
+    found = re.search(r"\$SLURM_ARRAY_TASK_ID/(\d+)", command)
+    if not found:
+        return [command]
+    return [command.replace("$SLURM_ARRAY_TASK_ID", str(i)) for i in range(int(found.group(1)))]
 
 
 def test_every_readme_command_runs_as_written(scratch, tiny_prior, one_thread):
@@ -102,21 +111,26 @@ def test_every_readme_command_runs_as_written(scratch, tiny_prior, one_thread):
     assert (scratch.parent / "shared").is_dir()
     ran = 0
     for command in readme_commands():
-        args = runnable(command, scratch, tiny_prior)
+        started = time.time()
+        for job in array_jobs(command):
+            args = runnable(job, scratch, tiny_prior)
+            if args is None:
+                continue
+            os.chdir(scratch)
+            try:
+                if args[0] == "restore":
+                    result = CliRunner().invoke(app, args[1:])
+                    assert result.exit_code == 0, f"{job}\n{result.stderr}{result.stdout}"
+                else:  # python -c / python -m / torchrun, as a shell would run it
+                    program = [sys.executable, "-m", "torch.distributed.run"] if args[0] == "torchrun" else [sys.executable]
+                    done = subprocess.run([*program, *args[1:]], cwd=scratch, env=env, capture_output=True, text=True, timeout=300)
+                    assert done.returncode == 0, f"{job}\n{done.stderr}"
+            finally:
+                os.chdir(ROOT)
         if args is None:
             continue
-        started = time.time()
-        os.chdir(scratch)
-        try:
-            if args[0] == "restore":
-                result = CliRunner().invoke(app, args[1:])
-                assert result.exit_code == 0, f"{command}\n{result.stderr}{result.stdout}"
-                check_outputs(args, scratch)
-            else:  # python -c / python -m, as a shell would run it
-                done = subprocess.run([sys.executable, *args[1:]], cwd=scratch, env=env, capture_output=True, text=True, timeout=300)
-                assert done.returncode == 0, f"{command}\n{done.stderr}"
-        finally:
-            os.chdir(ROOT)
+        if args[0] in ("restore", "torchrun"):  # after every job of an array
+            check_outputs(args[args.index("restore"):], scratch)
         print(f"{time.time() - started:6.1f} s  {command}")
         ran += 1
     assert ran >= 18
