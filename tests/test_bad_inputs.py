@@ -406,6 +406,12 @@ def images_for_priors(tmp_path) -> Path:
 
 
 # ---- interruption: real processes ------------------------------------------------------------------
+def interruptible() -> None:
+    """In the child: Ctrl-C's default action, which a shell's background job (``… &``) inherits as ignored —
+    and Python then installs no KeyboardInterrupt — so these tests work wherever the suite itself runs."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def start_folder_run(tmp_path: Path, prior: str, count: int = 6) -> tuple[subprocess.Popen, Path, list]:
     folder = tmp_path / "many"
     for i in range(count):
@@ -414,7 +420,8 @@ def start_folder_run(tmp_path: Path, prior: str, count: int = 6) -> tuple[subpro
     args = [sys.executable, "-m", "cli", "inpaint", str(folder), "--mask", "box:8", "--prior", prior, "--steps", "60",
             "--out", str(out), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     return process, out, args
 
 
@@ -459,7 +466,8 @@ def test_interrupted_training_saves_and_resumes(tmp_path):
               "--batch-size", "2", "--quiet"]
     args = [*common, "--steps", "100000"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     time.sleep(12)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
