@@ -449,6 +449,7 @@ def dejpeg(
 ) -> None:
     """Remove JPEG artifacts, from the file's own quantisation tables and chroma subsampling (nothing to guess).
 
+    Default: DPIR (12 steps) whose data step is the projection onto the file's quantisation bins.
     Progressive, arithmetic-coded, 12-bit and CMYK JPEGs are refused with a line saying so.
     """
     from restore import tasks
