@@ -17,14 +17,9 @@ from restore.api import load_denoiser
 from restore.bench.suite import TASKS, load_reference, make_problem
 from restore.io import list_images
 from restore.metrics import psnr, ssim
-from restore.plan import Request, make_plan, solve
+from restore.plan import make_plan, solve
 
-
-def parse_method(text: str) -> tuple[str, Request]:
-    label, _, rest = text.partition(":")
-    sampler, _, rest = rest.partition(":")
-    steps, _, options = rest.partition(":")
-    return label, Request(sampler or label, int(steps) if steps else None, tuple(o for o in options.split("+") if o))
+from holes import parse_method  # LABEL[:SAMPLER[:STEPS[:NAME=VALUE+...]]], as holes.py reads its methods
 
 
 def main() -> None:

@@ -60,6 +60,13 @@ def run_at_once(commands: list[list[str]]) -> None:
         assert process.wait(timeout=300) == 0, process.stderr.read()
 
 
+def torchrun_two(args: list[str]) -> None:
+    """``torchrun --standalone --nproc-per-node 2 -m restore`` with ``args``; it must succeed."""
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "restore", *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+
+
 def test_shards_split_by_index_with_no_padding_and_no_duplicates():
     items = list("abcdefg")
     parts = [Shard(i, 3).items(items) for i in range(3)]
@@ -110,10 +117,7 @@ def test_two_shards_equal_one_process_bit_for_bit(five, tiny_prior, tmp_path):
 def test_torchrun_two_processes_equal_one_and_rank_zero_reports(five, tiny_prior, tmp_path):
     single, launched = tmp_path / "one", tmp_path / "torchrun"
     assert CliRunner().invoke(app, command(five, single, tiny_prior)).exit_code == 0
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "restore", *command(five, launched, tiny_prior)], cwd=ROOT, env=ENV, capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    torchrun_two(command(five, launched, tiny_prior))
     assert digests(launched) == digests(single) and metrics(launched) == metrics(single)
     report = json.loads((launched / "report.json").read_text())
     assert sorted(r["name"] for r in report["images"]) == [f"im{i}" for i in range(5)]  # rank 0's, after both finished
@@ -194,9 +198,6 @@ def test_bench_shards_merge_to_the_one_process_results(five, tiny_prior, tmp_pat
 def test_bench_under_torchrun_rank_zero_merges_and_reports(five, tiny_prior, tmp_path):
     single, launched = tmp_path / "one", tmp_path / "torchrun"
     assert CliRunner().invoke(app, bench_command(five, single, tiny_prior)).exit_code == 0
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "restore", *bench_command(five, launched, tiny_prior)], cwd=ROOT, env=ENV, capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    torchrun_two(bench_command(five, launched, tiny_prior))
     assert bench_rows(launched) == bench_rows(single) and (launched / "summary.md").is_file()
     assert not list(launched.glob("results.part*.csv"))
