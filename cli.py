@@ -121,7 +121,7 @@ PROTOCOL_TASKS = ("sr4", "gblur", "mblur", "box", "random70", "denoise", "mri4x"
 class TaskOptions:
     """The options every task command takes, declared once (``task_command`` adds them to each command)."""
 
-    sampler: Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm; or dpir (one deterministic estimate, no posterior samples). Default: the fastest that does the task well.", show_default=False)] = None
+    sampler: Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm, daps, pyramid (coarse to fine); or dpir (one deterministic estimate, no posterior samples). Default: the best per network evaluation for the task (and for inpainting, the mask: see the command's help).", show_default=False)] = None
     steps: Steps = None
     hyperparameters: Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE", help="A sampler hyperparameter NAME=VALUE over the task's default, e.g. --set lam=0.4 (dpir) or --set eta=0.5 (ddrm); repeatable. A wrong name lists the sampler's hyperparameters.", show_default=False)] = None
     prior: Prior = "default"
@@ -350,7 +350,9 @@ def inpaint(
 ) -> None:
     """Fill in the masked pixels of images. The input is the ground truth: metrics compare against it.
 
-    The default sampler (DiffPIR) suits large holes; for scattered missing pixels (random:0.7) use --sampler dpir.
+    The default follows the mask: DPIR for scattered missing pixels (random:0.7), DiffPIR for scratches and small
+    boxes, and for holes 16 or more pixels deep (thick strokes, large boxes) the coarse-to-fine pyramid sampler
+    (1/4, 1/2, full size; from 48 pixels deep also 1/8). The report names the sampler that ran.
     """
     from restore import tasks
 
@@ -528,7 +530,7 @@ def metrics(
 def bench(
     images: Annotated[Path, typer.Argument(help="Folder of evaluation photographs (image i = i-th file in sorted order).", show_default=False)],
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks: the suite of ../shared/protocol.md (sr4, gblur, mblur, box, random70, denoise, mri4x, ct60, the default); also freeform (large free-form holes), colorize, jpeg10, jpeg30 (JPEG artifacts) and mblur-blind (mblur with the kernel hidden: estimated, scored after the best shift).")] = ",".join(PROTOCOL_TASKS),
-    samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm, dpir); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir,dpir",
+    samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm, dpir, daps, pyramid); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir,dpir",
     baselines: Annotated[bool, typer.Option(help="Also run each task's classical baseline (bicubic, Wiener, biharmonic, TV, zero-filled, FBP).")] = True,
     samples: Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 scores their mean (the MMSE estimate, labelled NAME+meanN) at N times the cost.")] = 1,
     prior: Prior = "default",

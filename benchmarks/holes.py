@@ -1,10 +1,13 @@
-"""Large holes: hole PSNR, texture ratio and whole-image SSIM of inpainting methods on tuning images, with grids.
+"""Large holes and colour: the measures PSNR misses, of inpainting and colourisation methods on tuning images, with grids.
 
     python benchmarks/holes.py --first 40 --count 4 --methods "diffpir" "ddnm:ddnm:100" "dps:dps:100" --out runs/holes
 
-Each method is ``LABEL[:SAMPLER[:STEPS[:NAME=VALUE+NAME=VALUE...]]]`` (SAMPLER defaults to LABEL). Tasks: ``box`` (the
-protocol's 128-pixel box) and ``freeform`` (thick strokes over 25–40 % of the image); 256² centre crops of
-the BSDS500 test folder (tuning images 40–47 are inside the validation split, after the ones bench reports).
+Each method is ``LABEL[:SAMPLER[:STEPS[:NAME=VALUE+NAME=VALUE...]]]`` (SAMPLER defaults to LABEL; ``default``: the
+task's choice for the mask, as ``restore inpaint`` makes it). Tasks: ``box`` (the
+protocol's 128-pixel box) and ``freeform`` (thick strokes over 25–40 % of the image), scored by hole PSNR, texture
+ratio and SSIM, as are ``random70`` (scattered pixels) and ``scratches`` (thin strokes, 6 pixels wide); ``colorize``
+(the luminance given), scored by PSNR, colourfulness ratio and chroma error. 256² centre crops of the BSDS500 test
+folder (tuning images 40–47 are inside the validation split, after the ones bench reports).
 Prints a Markdown table; writes measurement | each method | reference grids per image under --out.
 """
 
@@ -20,18 +23,33 @@ from restore.api import load_denoiser
 from restore.bench.suite import PROTOCOL_SIZE, load_reference
 from restore.figures import grid
 from restore.io import list_images, write_image
-from restore.metrics import hole_psnr, ssim, texture_ratio
+from restore.metrics import chroma_error, colourfulness, hole_psnr, psnr, ssim, texture_ratio
 from restore.noise import NoNoise, simulate
 from restore.plan import Request, make_plan, solve
 
-TASKS = {"box": lambda i: f"box:128:seed={i}", "freeform": lambda i: f"freeform:seed={i}"}
+#: bench task → (restore's task, the operator's spec for image i)
+TASKS = {"box": ("inpaint", lambda i: f"box:128:seed={i}"), "freeform": ("inpaint", lambda i: f"freeform:seed={i}"),
+         "random70": ("inpaint", lambda i: f"random:0.7:seed={i}"), "scratches": ("inpaint", lambda i: f"strokes:width=6:seed={i}"),
+         "colorize": ("colorize", lambda i: "gray")}
+COLUMNS = {"inpaint": ("hole PSNR", "texture ratio", "SSIM"), "colorize": ("PSNR", "colourfulness ratio", "chroma error")}
+
+
+def scores(task: str, op, x_hat, x) -> tuple[float, float, float]:
+    """The three measures of COLUMNS[task]."""
+    if task == "colorize":
+        return (float(psnr(x_hat, x)), float(colourfulness(x_hat) / colourfulness(x).clamp_min(1e-9)),
+                float(chroma_error(x_hat, x)))
+    missing = op.mask[:, :1] < 0.5
+    return float(hole_psnr(x_hat, x, missing)), float(texture_ratio(x_hat, x, missing)), float(ssim(x_hat, x))
 
 
 def parse_method(text: str) -> tuple[str, Request]:
     label, _, rest = text.partition(":")
     sampler, _, rest = rest.partition(":")
     steps, _, options = rest.partition(":")
-    return label, Request(sampler or label, int(steps) if steps else None, tuple(o for o in options.split("+") if o))
+    sampler = sampler or label
+    return label, Request(None if sampler == "default" else sampler, int(steps) if steps else None,
+                          tuple(o for o in options.split("+") if o))
 
 
 def main() -> None:
@@ -51,33 +69,36 @@ def main() -> None:
     for offset, path in enumerate(files):
         index = args.first + offset
         x = load_reference(path, PROTOCOL_SIZE)
-        for task in args.tasks.split(","):
-            op = operators.build(TASKS[task](index), tuple(x.shape[1:]))
+        for name in args.tasks.split(","):
+            task, spec = TASKS[name]
+            op = operators.build(spec(index), tuple(x.shape[1:]))
             y = simulate(x, op, NoNoise(), [index])
-            missing = op.mask[:, :1] < 0.5
-            panels, labels, captions = [y[0]], ["measurement"], [""]
+            seen = y[0].expand(x.shape[1], -1, -1)  # the gray luminance of colorize shown as it is, not its A⁺y
+            panels, labels, captions = [seen], ["measurement"], [""]
             for label, request in methods:
                 start = time.time()
-                plan = make_plan("inpaint", request, op)
+                plan = make_plan(task, request, op)
                 x_hat = solve(plan, denoiser, op, y, noise=NoNoise(), indices=[index]).mean.float().clamp(-1, 1)
-                seconds = time.time() - start
-                scores = (float(hole_psnr(x_hat, x, missing)), float(texture_ratio(x_hat, x, missing)), float(ssim(x_hat, x)), seconds)
-                table.setdefault((task, label), []).append(scores)
+                row = (*scores(task, op, x_hat, x), time.time() - start)
+                table.setdefault((name, label), []).append(row)
                 panels.append(x_hat[0])
                 labels.append(label)
-                captions.append(f"hole {scores[0]:.2f} dB, texture {scores[1]:.2f}")
-                print(f"{path.stem} {task} {label}: hole PSNR {scores[0]:.2f}, texture {scores[1]:.2f}, SSIM {scores[2]:.4f}, "
-                      f"{seconds:.0f} s", flush=True)
+                captions.append(f"{row[0]:.2f} dB, {row[1]:.2f}")
+                print(f"{path.stem} {name} {label}: " + ", ".join(f"{c} {v:.4g}" for c, v in zip(COLUMNS[task], row))
+                      + f", {row[3]:.0f} s", flush=True)
             panels.append(x[0])
             labels.append("reference")
             captions.append("")
-            write_image(args.out / f"{task}_{path.stem}.png", grid(panels, labels, captions, size=tuple(x.shape[-2:])))
+            write_image(args.out / f"{name}_{path.stem}.png", grid(panels, labels, captions, size=tuple(x.shape[-2:])))
     print(f"\nTuning images {args.first}..{args.first + len(files) - 1}, 256² crops, noiseless; means\n")
-    print("| task | method | hole PSNR | texture ratio | SSIM | s/image |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for (task, label), rows in table.items():
-        means = [sum(r[i] for r in rows) / len(rows) for i in range(4)]
-        print(f"| {task} | {label} | {means[0]:.2f} | {means[1]:.2f} | {means[2]:.4f} | {means[3]:.0f} |")
+    for task, columns in COLUMNS.items():
+        rows = {key: value for key, value in table.items() if TASKS[key[0]][0] == task}
+        if rows:
+            print(f"| task | method | {' | '.join(columns)} | s/image |\n| --- | --- | --- | --- | --- | --- |")
+            for (name, label), values in rows.items():
+                means = [sum(r[i] for r in values) / len(values) for i in range(4)]
+                print(f"| {name} | {label} | {means[0]:.2f} | {means[1]:.2f} | {means[2]:.4f} | {means[3]:.0f} |")
+            print()
 
 
 if __name__ == "__main__":

@@ -102,6 +102,18 @@ class Inpainting(PixelDiagonalOperator):
     def singular_values(self) -> Tensor:
         return self.mask.expand(-1, *self.in_shape).reshape(self.mask.shape[0], -1)
 
+    @property
+    def kind(self) -> str:
+        """What the mask hides, for the defaults, by the depth of its deepest hole (:func:`hole_radius`) and the share
+        hidden: ``"huge"`` (HUGE_HOLE_RADIUS or more: a 96-pixel box and up), ``"large"`` (LARGE_HOLE_RADIUS or
+        more: thick strokes, where the prior's view holds no known pixel), else ``"scattered"`` (at least
+        SCATTERED_SHARE of the pixels hidden, none far from a kept one: a sparse sampling) or ``"small"`` (scratches,
+        small boxes). A batch takes its deepest hole's and its largest share's."""
+        radius = hole_radius(self, HUGE_HOLE_RADIUS)
+        if radius >= LARGE_HOLE_RADIUS:
+            return "huge" if radius >= HUGE_HOLE_RADIUS else "large"
+        return "scattered" if float(missing_fraction(self).max()) >= SCATTERED_SHARE else "small"
+
     @classmethod
     def stack(cls, ops: list[LinearOperator]) -> Inpainting:
         """One operator applying ``ops[b]`` to image b; any inpainting masks mix (box with strokes, ...)."""
@@ -120,6 +132,26 @@ class Inpainting(PixelDiagonalOperator):
         stacked = Inpainting(mask, shape)
         stacked._specs = [spec for op in ops for spec in op._specs]
         return stacked
+
+
+#: holes at least this deep (pixels from the nearest kept one; 32 wide, half the default prior's 64-pixel view) are
+#: large, at least HUGE_HOLE_RADIUS deep huge (the protocol's 128-pixel box is 64 deep)
+LARGE_HOLE_RADIUS, HUGE_HOLE_RADIUS = 16, 48
+#: small holes hiding at least this share of the pixels are a sparse sampling (random:0.7), not scratches
+SCATTERED_SHARE = 0.5
+
+
+def hole_radius(op: Inpainting, limit: int | None = None) -> int:
+    """The depth of the deepest hole, over the batch: how many pixels (chessboard distance) the missing pixel
+    farthest from any kept one lies from them; 0 when nothing is missing. ``limit``: stop counting there."""
+    covered = (op.mask > 0.5).any(dim=1, keepdim=True).to(torch.float32)
+    radius = 0
+    while not bool(covered.all()) and (limit is None or radius < limit):
+        if not bool(covered.flatten(1).any(dim=1).all()):
+            return max(op.in_shape[1:]) if limit is None else limit  # an image with no kept pixel at all
+        covered = torch.nn.functional.max_pool2d(covered, 3, stride=1, padding=1)
+        radius += 1
+    return radius
 
 
 def missing_fraction(op: LinearOperator) -> Tensor:

@@ -67,8 +67,9 @@ def make_plan(task: str, request: Request = Request(), operator=None, params: An
     ``params`` replaces the defaults table's hyperparameters (the options then apply over them); ``kind`` names
     the problem's kind where the operator cannot tell it yet (``blind``: a blur whose kernel is still to estimate).
     """
-    sampler = choose_sampler(task, operator, request.sampler, request.num_samples)
-    defaults = defaults_for(sampler, task, kind or problem_kind(task, operator))
+    kind = kind or problem_kind(task, operator)
+    sampler = choose_sampler(task, operator, request.sampler, request.num_samples, kind)
+    defaults = defaults_for(sampler, task, kind)
     params = with_options(params if params is not None else defaults.params, request.options, sampler)
     return Plan(task, sampler, request.steps or defaults.steps, params, request.num_samples, request.seed)
 

@@ -54,7 +54,7 @@ def test_inpaint_folder_with_mask_spec_writes_outputs_and_reports(images, tiny_p
         assert (out / "grid" / f"{name}.png").is_file()
     report = json.loads((out / "report.json").read_text())
     assert len(report["images"]) == 3 and all(r["status"] == "ok" for r in report["images"])
-    assert report["images"][0]["sampler"] == "diffpir" and report["images"][0]["steps"] == 3
+    assert report["images"][0]["sampler"] == "dpir" and report["images"][0]["steps"] == 3
     assert report["images"][0]["plan"]["seed"] == 0 and report["settings"]["mask"] == "random:0.5"
     assert np.isfinite(report["mean"]["psnr"]) and np.isfinite(report["mean"]["ssim"])
     csv_lines = (out / "report.csv").read_text().splitlines()

@@ -6,11 +6,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import label
+from scipy.ndimage import distance_transform_cdt, label
 
 import operators
 from operators import OperatorError
-from operators.inpaint import Inpainting, missing_fraction
+from operators.inpaint import HUGE_HOLE_RADIUS, LARGE_HOLE_RADIUS, Inpainting, hole_radius, missing_fraction
 
 
 def rand(shape, seed=0, batch=2):
@@ -345,3 +345,28 @@ def test_box_at_a_given_corner():
         operators.build("box:8@5", (1, 16, 16))
     with pytest.raises(OperatorError, match="does not fit"):
         operators.build("box:8@12,0", (1, 16, 16))
+
+
+@pytest.mark.parametrize("spec", ["box:33", "box:128:seed=3", "random:0.7:seed=1", "random:0.95:seed=2", "strokes:seed=4",
+                                  "freeform:seed=5", "box:9:5@0,0", "random:0:seed=0"])
+def test_hole_radius_is_scipys_chessboard_distance_of_the_deepest_missing_pixel(spec):
+    op = operators.build(spec, (3, 96, 128) if "128" not in spec else (3, 256, 256))
+    missing = (op.mask[0, 0] < 0.5).numpy()
+    expected = int(distance_transform_cdt(missing, metric="chessboard").max()) if missing.any() else 0
+    assert hole_radius(op) == expected
+    assert hole_radius(op, limit=3) == min(expected, 3)
+
+
+def test_mask_kind_tells_huge_and_large_holes_from_scattered_pixels_and_scratches():
+    shape = (3, 256, 256)
+    assert operators.build("box:128", shape).kind == "huge"
+    assert operators.build(f"box:{2 * HUGE_HOLE_RADIUS - 1}", shape).kind == "huge"
+    assert operators.build(f"box:{2 * HUGE_HOLE_RADIUS - 3}", shape).kind == "large"
+    assert operators.build("freeform:seed=1", shape).kind == "large"
+    assert operators.build(f"box:{2 * LARGE_HOLE_RADIUS - 1}", shape).kind == "large"
+    assert operators.build(f"box:{2 * LARGE_HOLE_RADIUS - 3}", shape).kind == "small"
+    assert operators.build("random:0.7", shape).kind == operators.build("random:0.9", shape).kind == "scattered"
+    assert operators.build("random:0.3", shape).kind == operators.build("strokes:width=6", shape).kind == "small"
+    assert Inpainting.from_mask(torch.zeros(1, 1, 8, 8, dtype=torch.bool)).kind == "huge"  # nothing kept at all
+    stacked = Inpainting.stack([operators.build("random:0.7", shape), operators.build("box:128", shape)])
+    assert stacked.kind == "huge"  # a batch takes its deepest hole's setting

@@ -41,8 +41,9 @@ def test_a_plan_resolves_sampler_steps_and_hyperparameters():
 
 def test_one_estimate_methods_fall_back_to_a_posterior_sampler_when_samples_are_asked_for():
     op = operators.build("bicubic:2", (3, 8, 8))
-    for task, name in defaults.TASK_SAMPLER.items():
-        chosen = make_plan(task, Request(num_samples=4)).sampler
+    for key, name in defaults.TASK_SAMPLER.items():
+        task, _, kind = key.partition("/")
+        chosen = make_plan(task, Request(num_samples=4), kind=kind or None).sampler
         assert get_sampler(chosen).samples_posterior, task
         assert chosen == (name if get_sampler(name).samples_posterior else defaults.POSTERIOR_SAMPLER[task])
     assert make_plan("superres", Request(), op).sampler == "dpir"
@@ -69,6 +70,21 @@ def test_the_deblurring_default_follows_the_kind_of_blur():
         assert (gaussian.params.lam, shake.params.lam) == (0.2, 0.4)
     explicit = make_plan("deblur", Request("dpir", options=("lam=0.3",)), operators.build("blur:levin:2", (3, 32, 32)))
     assert explicit.params.lam == 0.3  # --set applies over the kind's default
+
+
+def test_the_inpainting_default_follows_the_depth_of_the_holes():
+    """Scattered pixels want DPIR, scratches DiffPIR, thick strokes and big boxes the coarse-to-fine pyramid with
+    more levels for the deeper holes (RESULTS.md, "Session 18: mask-aware inpainting defaults")."""
+    shape = (3, 256, 256)
+    plans = {spec: make_plan("inpaint", Request(), operators.build(spec, shape))
+             for spec in ("random:0.7", "strokes:width=6", "freeform:seed=1", "box:128")}
+    assert [plan.sampler for plan in plans.values()] == ["dpir", "diffpir", "pyramid", "pyramid"]
+    assert plans["freeform:seed=1"].params.factors == (4, 2, 1) and plans["box:128"].params.factors == (8, 4, 2, 1)
+    assert plans["box:128"].nfe == 4 * plans["box:128"].steps
+    assert make_plan("inpaint", Request(num_samples=2), operators.build("random:0.7", shape)).sampler == "diffpir"
+    assert make_plan("inpaint", Request(num_samples=2), operators.build("box:128", shape)).sampler == "pyramid"
+    asked = make_plan("inpaint", Request("diffpir"), operators.build("box:128", shape))
+    assert asked.sampler == "diffpir" and asked.params == defaults.defaults_for("diffpir", "inpaint").params
 
 
 def test_nfe_counts_posterior_samples_and_time_travel():

@@ -30,7 +30,11 @@ TASKS = ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct", "d
 
 #: the sampler that does each task best per network evaluation (RESULTS.md, "Samplers on the task suite")
 TASK_SAMPLER = {
-    "inpaint": "diffpir",  # large holes; at 20 NFE DDRM is biased on pixel masks (random70: 23.2 dB vs 26.9)
+    # by the mask's kind (operators.inpaint: Inpainting.kind); RESULTS.md "Session 18: mask-aware inpainting defaults"
+    "inpaint": "diffpir",  # scratches, small boxes: hole PSNR 20.35 dB against DPIR's 14.62 (images 40–43)
+    "inpaint/scattered": "dpir",  # random70: 23.92 dB in the holes against DiffPIR's 21.53 (images 40–43)
+    "inpaint/large": "pyramid",  # thick strokes: texture 0.85 instead of DiffPIR's smudge (0.22), hole PSNR −0.7 dB
+    "inpaint/huge": "pyramid",  # the 128-pixel box: hole PSNR +2.7 dB over DiffPIR, texture 0.58 instead of 0.14
     # both kinds of blur and both boundaries, each with its λ (deblur/motion below): RESULTS.md "Deblurring defaults"
     "deblur": "dpir",
     "superres": "dpir",  # sr4: +0.86 dB over bicubic against DDRM's +0.20 (validation images 0–7)
@@ -41,7 +45,7 @@ TASK_SAMPLER = {
     "dejpeg": "dpir",  # its data step is the projection onto the quantisation bins; RESULTS.md "JPEG artifact removal"
 }
 #: when posterior samples are asked for (--num-samples > 1) and the task's sampler gives one estimate
-POSTERIOR_SAMPLER = {"deblur": "ddrm", "superres": "ddrm", "mri": "diffpir", "ct": "diffpir",
+POSTERIOR_SAMPLER = {"inpaint": "diffpir", "deblur": "ddrm", "superres": "ddrm", "mri": "diffpir", "ct": "diffpir",
                      "dejpeg": "reddiff"}  # dejpeg: the one measured (1–1.7 dB under the decoded file: RESULTS "JPEG")
 #: when the task's sampler needs an SVD the operator lacks (e.g. blur with reflecting boundaries)
 NO_SVD_SAMPLER = "diffpir"
@@ -54,26 +58,31 @@ class Defaults:
 
 
 def problem_kind(task: str, operator=None) -> str | None:
-    """A finer key of the table where one task covers problems that want other settings: the kind of a blur
-    (``gaussian`` or ``motion``, from its kernel's shape: operators.blur.kernel_kind). None: the task's own."""
-    if task == "deblur" and operator is not None:
+    """A finer key of the tables where one task covers problems that want other settings: the kind of a blur
+    (``gaussian`` or ``motion``, from its kernel's shape: operators.blur.kernel_kind), of a mask (``small`` or
+    ``large`` holes: operators.inpaint.hole_radius). None: the task's own."""
+    if task in ("deblur", "inpaint") and operator is not None:
         return getattr(operator, "kind", None)
     return None
 
 
+def _entry(table: dict[str, Any], task: str, kind: str | None) -> Any:
+    """``table[task/kind]`` where the table has that variant, else ``table[task]``."""
+    return table[f"{task}/{kind}"] if kind is not None and f"{task}/{kind}" in table else table[task]
+
+
 def defaults_for(sampler: str, task: str, kind: str | None = None) -> Defaults:
     """The (sampler, task) entry, or its ``task/kind`` variant where the table has one."""
-    entries = TABLE.get(sampler, {})
-    if kind is not None and f"{task}/{kind}" in entries:
-        return entries[f"{task}/{kind}"]
     try:
-        return entries[task]
+        return _entry(TABLE.get(sampler, {}), task, kind)
     except KeyError:
         raise RestoreError(f"no defaults for sampler '{sampler}' on task '{task}'") from None
 
 
-def choose_sampler(task: str, operator=None, requested: str | None = None, num_samples: int = 1) -> str:
-    """The requested sampler, checked against the operator and the samples asked for, or the task's choice.
+def choose_sampler(task: str, operator=None, requested: str | None = None, num_samples: int = 1,
+                   kind: str | None = None) -> str:
+    """The requested sampler, checked against the operator and the samples asked for, or the task's choice
+    (for the problem's kind: ``kind``, else the operator's, :func:`problem_kind`).
 
     ``operator`` None: checked against what does not depend on it (the operator is not known yet).
     """
@@ -82,7 +91,7 @@ def choose_sampler(task: str, operator=None, requested: str | None = None, num_s
     if requested is not None:
         name = requested
     else:
-        name = TASK_SAMPLER[task]
+        name = _entry(TASK_SAMPLER, task, kind or problem_kind(task, operator))
         if num_samples > 1 and not get_sampler(name).samples_posterior:
             name = POSTERIOR_SAMPLER[task]
         if operator is not None and get_sampler(name).needs_svd and not operator.has_svd:
@@ -147,6 +156,7 @@ DPS_ZETA_SR, DPS_ZETA_DEBLUR = 40.0, 20.0  # per-step ζ for 100 steps (official
 #: configs/sampler/edm_daps.yaml: σ 100 → 0.1, poly-7), with 50 annealing × 2 ODE steps = 100 NFE instead of 200 × 5
 DAPS_OFFICIAL = DAPSParams(ode_steps=2, langevin_steps=100, lr=1e-4, lr_min_ratio=0.01, sigma_y=0.01)
 DPIR_HOLES = DPIRParams(lam=0.2, sigma_max=1.5)
+PYRAMID_STROKES = PyramidParams(zeta=(1.0, 0.7, 0.4), restart_sigma=0.8)
 DPIR_RENOISED = DPIRParams(lam=0.2, sigma_max=1.0, renoise=0.6)
 TABLE: dict[str, dict[str, Defaults]] = {
     "dps": {
@@ -195,6 +205,10 @@ TABLE: dict[str, dict[str, Defaults]] = {
     },
     "pyramid": {  # this project's coarse-to-fine sampler (no official configuration); sweeps: RESULTS.md "Large holes"
         **every_task(20, PyramidParams()),
+        # ζ 1 at the coarse levels (their mean: a coherent layout), less at the fine ones (texture); sweep: ζ per
+        # level × restart σ × levels, freeform / box, tuning images 40–43 (RESULTS.md "Session 18")
+        "inpaint": Defaults(20, PYRAMID_STROKES),
+        "inpaint/huge": Defaults(20, PyramidParams(factors=(8, 4, 2, 1), zeta=(1.0, 0.5, 0.3), restart_sigma=1.0)),
     },
     "daps": {  # DAPS_OFFICIAL; none of these is tuned (no sweep yet)
         "inpaint": Defaults(50, DAPS_OFFICIAL),  # inpainting_rand.yaml, official values, not tuned (box masks: lr 5e-5)

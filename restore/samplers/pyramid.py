@@ -38,9 +38,12 @@ class PyramidParams:
     factors: tuple[int, ...] = (4, 2, 1)
     #: σ (library units) to which each finer level's start, the enlarged coarser estimate, is noised
     restart_sigma: float = 0.6
-    #: DiffPIR's λ (prior weight of the data step) and ζ (share of fresh noise per step)
+    #: DiffPIR's λ (prior weight of the data step)
     lam: float = 1.0
-    zeta: float = 0.2
+    #: DiffPIR's ζ (share of fresh noise per step) per level, coarse to fine; the last value serves the levels
+    #: beyond it. A high ζ at the coarse levels gives their posterior mean — the layout and colours, coherent —
+    #: and a low one at the fine levels lets the chain keep the texture it draws.
+    zeta: tuple[float, ...] = (0.2,)
     #: each step's DDPM share of fresh noise instead of ζ (see DiffPIRParams.ancestral)
     ancestral: bool = False
     #: conjugate-gradient iterations of each data step (the composed operators have no SVD)
@@ -55,7 +58,10 @@ class PyramidParams:
         require(self.restart_sigma > 0 and math.isfinite(self.restart_sigma),
                 f"pyramid needs a finite restart_sigma > 0, got {self.restart_sigma}")
         require(self.lam > 0 and math.isfinite(self.lam), f"pyramid needs a finite lam > 0, got {self.lam}")
-        require(0 <= self.zeta <= 1, f"pyramid needs zeta in [0, 1], got {self.zeta}")
+        if isinstance(self.zeta, (int, float)):  # one ζ for every level
+            object.__setattr__(self, "zeta", (float(self.zeta),))
+        require(isinstance(self.zeta, tuple) and len(self.zeta) >= 1 and all(0 <= z <= 1 for z in self.zeta),
+                f"pyramid needs zeta values in [0, 1], one per level (the last repeats), got {self.zeta}")
         require(type(self.cg_max_iter) is int and self.cg_max_iter >= 1,
                 f"pyramid needs an integer cg_max_iter >= 1, got {self.cg_max_iter!r}")
 
@@ -78,13 +84,13 @@ def pyramid(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
     check_steps("pyramid", steps, denoiser)
     full = image_shape(operator, y)
     like = y.real if y.is_complex() else y
-    chain = DiffPIRParams(lam=p.lam, zeta=p.zeta, ancestral=p.ancestral, cg_max_iter=p.cg_max_iter, skip="quad",
-                          clip_x0=p.clip_x0)
     restart = int(timestep_for_sigma(denoiser.alphas_cumprod, p.restart_sigma).round())
     total = pyramid_nfe(steps, p)
     x0 = None
     for level, factor in enumerate(p.factors):
         shape = level_shape(full, factor)
+        chain = DiffPIRParams(lam=p.lam, zeta=p.zeta[min(level, len(p.zeta) - 1)], ancestral=p.ancestral,
+                              cg_max_iter=p.cg_max_iter, skip="quad", clip_x0=p.clip_x0)
         up = Upsample(shape[1:], full[1:]).to(device=like.device, dtype=like.dtype)
         level_operator = operator if shape == full else Composed(operator, up)
         if x0 is None:  # the coarsest level: DiffPIR from pure noise
