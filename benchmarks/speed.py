@@ -143,7 +143,8 @@ def network_call_seconds(denoiser, shape, batch: int, backprop: bool, device, re
 
 
 def run_network(config: dict) -> dict:
-    """Seconds per network evaluation (no gradients) of one (precision, channels-last, compile, threads, batch)."""
+    """Seconds per network evaluation of one (precision, channels-last, compile, threads, batch): without gradients,
+    and with its backward pass (a DPS / ΠGDM step)."""
     from restore.api import prepare_network_device
     from restore.prior.registry import load_prior
 
@@ -162,7 +163,8 @@ def run_network(config: dict) -> dict:
         warmup = time.perf_counter() - t0
         reference = load_prior("default", device=config["device"], precision="fp32", channels_last=False)(x, t)
     seconds = network_call_seconds(denoiser, x.shape[1:], config["batch"], False, device, config["repeats"])
-    return {**config, "s_per_call": seconds, "s_per_image": seconds / config["batch"], "warmup_s": warmup,
+    backprop = network_call_seconds(denoiser, x.shape[1:], config["batch"], True, device, config["repeats"])
+    return {**config, "s_per_call": seconds, "s_per_image": seconds / config["batch"], "s_backprop": backprop, "warmup_s": warmup,
             "max_diff_fp32": float((first - reference).abs().max())}
 
 
@@ -178,16 +180,16 @@ def network_table(args) -> list[dict]:
                                   "channels_last": channels_last, "compile": compiled, "batch": batch, "repeats": 5}
                         rows.append(child(config))
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(f"default prior, one network evaluation at 256×256 (no gradients), {args.device}, torch {torch.__version__}")
-    print_header("threads", "precision", "channels-last", "compile", "batch", "s/evaluation", "s/image", "warm-up s",
-                 "max |Δ| vs fp32")
+    print(f"default prior, one network evaluation at 256×256, {args.device}, torch {torch.__version__}")
+    print_header("threads", "precision", "channels-last", "compile", "batch", "s/evaluation", "s/image",
+                 "s/evaluation with backward", "warm-up s", "max |Δ| vs fp32")
     for r in rows:
         setting = (r["threads"], r["precision"], "yes" if r["channels_last"] else "no", "yes" if r["compile"] else "no", r["batch"])
         if "error" in r:
-            print(markdown_row(*setting, f"error: {r['error']}", "", "", ""))
+            print(markdown_row(*setting, f"error: {r['error']}", "", "", "", ""))
             continue
-        print(markdown_row(*setting, f"{r['s_per_call']:.3f}", f"{r['s_per_image']:.3f}", f"{r['warmup_s']:.1f}",
-                           f"{r['max_diff_fp32']:.4f}"))
+        print(markdown_row(*setting, f"{r['s_per_call']:.3f}", f"{r['s_per_image']:.3f}", f"{r['s_backprop']:.3f}",
+                           f"{r['warmup_s']:.1f}", f"{r['max_diff_fp32']:.4f}"))
     return rows
 
 

@@ -15,7 +15,7 @@ from restore.errors import RestoreError
 from restore.prior import registry
 from restore.prior.denoiser import UNetDenoiser
 from restore.prior.gaussian import GaussianDenoiser
-from restore.prior.schedule import make_betas, respaced_timesteps, timestep_for_sigma
+from restore.prior.schedule import make_betas, respaced_timesteps, strided_timesteps, timestep_for_sigma
 from restore.prior.unet import UNetConfig, UNetModel
 from restore.prior.weights import load_network, save_prior
 
@@ -176,6 +176,10 @@ def test_schedule_helpers():
     assert betas[0] == pytest.approx(1e-4) and betas[-1] == pytest.approx(0.02) and len(betas) == 1000
     steps = respaced_timesteps(1000, 20)
     assert len(steps) == 20 and steps[0] == 999 and (steps[:-1] > steps[1:]).all()
+    for total, count in ((1000, 20), (1000, 7), (1000, 1000), (171, 40)):  # the official range(0, T, T // steps)
+        strided = strided_timesteps(total, count)
+        assert strided.tolist() == list(range(0, total, total // count))[:count][::-1]
+    assert strided_timesteps(1000, 20)[0] == 950 and strided_timesteps(1000, 1000).equal(respaced_timesteps(1000, 1000))
     alphas_cumprod = torch.cumprod(1 - betas, 0)
     t = int(timestep_for_sigma(alphas_cumprod, 0.2))
     sigma = ((1 - alphas_cumprod[t]) / alphas_cumprod[t]).sqrt()

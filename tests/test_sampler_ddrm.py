@@ -16,7 +16,7 @@ from restore.errors import RestoreError
 from restore.noise import GaussianNoise, NoNoise
 from restore.prior.gaussian import dense_matrix, gaussian_posterior
 from restore.samplers.base import draw_samples
-from restore.samplers.ddrm import ddrm
+from restore.samplers.ddrm import DDRMParams, ddrm
 from sampler_helpers import rms
 
 SIGMA = 0.05
@@ -140,3 +140,17 @@ def test_complex_measurements_are_refused(gaussian_problem):
     p = gaussian_problem("bicubic:2", SIGMA)
     with pytest.raises(RestoreError, match="real measurements"):
         ddrm(p.denoiser, p.operator, p.y.to(torch.complex128), noise=NoNoise(), steps=5)
+
+
+def test_the_strided_grid_visits_the_official_timesteps(gaussian_problem):
+    """strided_grid: the official code's range(0, T, T // steps) (950, 900, …, 0 of 1000), one evaluation each."""
+    p = gaussian_problem("random:0.5:seed=1", SIGMA)
+    visited = {}
+    for strided in (False, True):
+        seen = []
+        ddrm(p.denoiser, p.operator, p.y, noise=GaussianNoise(SIGMA), steps=8, generator=torch.Generator().manual_seed(0),
+             callback=lambda info: seen.append(info["t"]), params=DDRMParams(strided_grid=strided))
+        visited[strided] = seen
+    total = p.denoiser.num_timesteps
+    assert visited[True] == list(range(0, total, total // 8))[:8][::-1]
+    assert visited[False][0] == total - 1 and visited[True][0] < total - 1 and visited[False][-1] == visited[True][-1] == 0

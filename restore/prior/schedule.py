@@ -49,6 +49,14 @@ def respaced_timesteps(num_train_steps: int, steps: int) -> Tensor:
     return grid.flip(0)
 
 
+def strided_timesteps(num_train_steps: int, steps: int) -> Tensor:
+    """``steps`` timesteps every T // steps, descending from the last multiple below T to 0 (950, 900, …, 0 for 20
+    of 1000): the official DDRM and DDNM respacing, ``range(0, T, T // steps)``, cut to ``steps`` entries."""
+    if not 1 <= steps <= num_train_steps:
+        raise ValueError(f"steps must be in 1..{num_train_steps}, got {steps}")
+    return (torch.arange(steps, dtype=torch.long) * (num_train_steps // steps)).flip(0)
+
+
 def timestep_for_sigma(alphas_cumprod: Tensor, sigma: float | Tensor) -> Tensor:
     """The (fractional) timestep whose σ_t equals ``sigma``, by interpolation in log σ.
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from restore.errors import NumericalError, RestoreError
-from restore.prior.schedule import respaced_timesteps
+from restore.prior.schedule import respaced_timesteps, strided_timesteps
 
 #: callback(info) with info keys: "step" (0-based), "total", "t" (timestep), "x" (current iterate), "x0" (current x̂0)
 Callback = Callable[[dict[str, Any]], None]
@@ -87,9 +87,11 @@ class Grid:
         return cls(tuple(int(t) if whole else float(t) for t in timesteps), tuple(alpha_bars) + (1.0,))
 
     @classmethod
-    def respaced(cls, denoiser, steps: int) -> Grid:
-        """``steps`` timesteps evenly spaced over [T-1, 0] (999, 946, …, 0 for 20 steps)."""
-        return cls.of(denoiser, respaced_timesteps(denoiser.num_timesteps, steps).tolist())
+    def respaced(cls, denoiser, steps: int, strided: bool = False) -> Grid:
+        """``steps`` timesteps evenly spaced over [T-1, 0] (999, 946, …, 0 for 20 steps), or with ``strided`` every
+        T // steps from below T (950, 900, …, 0: the official DDRM / DDNM respacing)."""
+        timesteps = (strided_timesteps if strided else respaced_timesteps)(denoiser.num_timesteps, steps)
+        return cls.of(denoiser, timesteps.tolist())
 
     def __len__(self) -> int:
         return len(self.timesteps)

@@ -63,6 +63,9 @@ class DDNMParams:
     #: operators without an SVD only, σ_y > 0: the one singular value of the scalar DDNM+
     #: approximation; None measures it once per image with a fixed probe (see the module docstring)
     effective_singular_value: float | None = None
+    #: timesteps every T // steps from below T (990, 980, …, 0 for 100), the official DDRM code's respacing,
+    #: instead of evenly over [T-1, 0] (999, 989, …, 0)
+    strided_grid: bool = False
     #: time travel (Section 3.3): L, how many respaced steps each jump goes back (official ``travel_length``)
     travel_length: int = 1
     #: time travel: r, how often every L-th level is visited (official ``travel_repeat``; 1 = no time travel)
@@ -199,7 +202,7 @@ def ddnm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generat
             f"ddnm: travel_length={p.travel_length} must be smaller than steps={steps} for time travel (travel_repeat > 1)")
     spectral = operator.has_svd and not y.is_complex()
     correction = (SpectralCorrection if spectral else ScalarCorrection)(operator, y, gaussian_sigma(noise), p)
-    grid = Grid.respaced(denoiser, steps)
+    grid = Grid.respaced(denoiser, steps, p.strided_grid)
 
     def alpha_bar(level: int) -> float:  # levels count up from the clean end; level -1 is ᾱ = 1
         return grid.alpha_bars[steps - 1 - level] if level >= 0 else 1.0

@@ -10,10 +10,11 @@ restart (Meng et al., ICLR 2022) — and runs DiffPIR's steps down from there, a
 can carry while the data step keeps it consistent with y at full size. Colour is low-frequency, so for
 colourisation the coarse levels settle the chroma and the fine ones the detail: the classical order.
 
-Each level takes ``steps`` network evaluations over its noise range (the coarse ones on 1/16 and 1/4 of
-the pixels, so they cost little); ``zeta`` is DiffPIR's share of fresh noise per step: small, since a
-fully re-noised chain (DiffPIR's ζ = 1, DDNM's η = 0.85) forgets the detail each step adds and ends near
-the posterior mean — a blur (benchmarks/RESULTS.md, "Large holes").
+Each level takes ``steps`` network evaluations over its noise range (the coarse ones ``coarse_steps`` times
+as many, on 1/16 and 1/4 of the pixels, so they cost little); ``zeta`` is DiffPIR's share of fresh noise per
+step, per level: a fully re-noised chain (DiffPIR's ζ = 1, DDNM's η = 0.85) forgets the detail each step adds
+and ends near the posterior mean — a blur at the full size, but at a coarse one a coherent layout and colour
+for the finer levels to draw texture on with a smaller ζ (benchmarks/RESULTS.md, "Large holes", "Session 18").
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class PyramidParams:
     zeta: tuple[float, ...] = (0.2,)
     #: each step's DDPM share of fresh noise instead of ζ (see DiffPIRParams.ancestral)
     ancestral: bool = False
+    #: steps of each level but the finest, as a multiple of ``steps`` (they run on 1/4, 1/16, … of the pixels)
+    coarse_steps: float = 1.0
     #: conjugate-gradient iterations of each data step (the composed operators have no SVD)
     cg_max_iter: int = 30
     #: clip x̂0 to the image range after each data step (off only for the Gaussian toy priors of the tests)
@@ -62,13 +65,21 @@ class PyramidParams:
             object.__setattr__(self, "zeta", (float(self.zeta),))
         require(isinstance(self.zeta, tuple) and len(self.zeta) >= 1 and all(0 <= z <= 1 for z in self.zeta),
                 f"pyramid needs zeta values in [0, 1], one per level (the last repeats), got {self.zeta}")
+        require(self.coarse_steps > 0 and math.isfinite(self.coarse_steps),
+                f"pyramid needs a finite coarse_steps > 0, got {self.coarse_steps}")
         require(type(self.cg_max_iter) is int and self.cg_max_iter >= 1,
                 f"pyramid needs an integer cg_max_iter >= 1, got {self.cg_max_iter!r}")
 
 
+def level_steps(steps: int, params: PyramidParams) -> list[int]:
+    """The steps of each level, coarse to fine: ``steps`` at the finest, ``coarse_steps`` × as many (at least 1) below."""
+    coarse = max(1, round(steps * params.coarse_steps))
+    return [coarse] * (len(params.factors) - 1) + [steps]
+
+
 def pyramid_nfe(steps: int, params: PyramidParams | None = None) -> int:
-    """Network evaluations of one run: ``steps`` per level (the coarse ones on fewer pixels)."""
-    return steps * len((params or PyramidParams()).factors)
+    """Network evaluations of one run, all levels together (the coarse ones on fewer pixels)."""
+    return sum(level_steps(steps, params or PyramidParams()))
 
 
 def level_shape(shape: tuple[int, ...], factor: int) -> tuple[int, ...]:
@@ -79,33 +90,35 @@ def level_shape(shape: tuple[int, ...], factor: int) -> tuple[int, ...]:
 
 def pyramid(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generators = None,
             callback: Callback | None = None, params: PyramidParams | None = None) -> Tensor:
-    """Coarse-to-fine DiffPIR (the module docstring): ``steps`` evaluations at each of ``params.factors``."""
+    """Coarse-to-fine DiffPIR (the module docstring): ``steps`` evaluations at the full size, ``params.coarse_steps``
+    times as many at each coarser one of ``params.factors``."""
     p = params or PyramidParams()
     check_steps("pyramid", steps, denoiser)
+    counts = level_steps(steps, p)
+    check_steps("pyramid", max(counts), denoiser)
     full = image_shape(operator, y)
     like = y.real if y.is_complex() else y
     restart = int(timestep_for_sigma(denoiser.alphas_cumprod, p.restart_sigma).round())
-    total = pyramid_nfe(steps, p)
     x0 = None
-    for level, factor in enumerate(p.factors):
+    for level, (factor, n) in enumerate(zip(p.factors, counts)):
         shape = level_shape(full, factor)
         chain = DiffPIRParams(lam=p.lam, zeta=p.zeta[min(level, len(p.zeta) - 1)], ancestral=p.ancestral,
                               cg_max_iter=p.cg_max_iter, skip="quad", clip_x0=p.clip_x0)
         up = Upsample(shape[1:], full[1:]).to(device=like.device, dtype=like.dtype)
         level_operator = operator if shape == full else Composed(operator, up)
         if x0 is None:  # the coarsest level: DiffPIR from pure noise
-            timesteps = quad_timesteps(denoiser.num_timesteps, steps)
+            timesteps = quad_timesteps(denoiser.num_timesteps, n)
             x = randn(shape, generator, like=like)
         else:  # SDEdit: the coarser estimate enlarged, noised to the restart level
-            timesteps = quad_timesteps(restart + 1, steps)
+            timesteps = quad_timesteps(restart + 1, n)
             start = Upsample(x0.shape[1:], shape[1:]).to(device=like.device, dtype=like.dtype).A(x0)
             a = float(denoiser.alphas_cumprod[timesteps[0]])
             x = math.sqrt(a) * start + math.sqrt(1 - a) * randn(shape, generator, like=like)
         require(all(a > b for a, b in zip(timesteps, timesteps[1:])),
-                f"pyramid: {steps} steps do not fit below the restart level (timestep {restart}); use fewer")
+                f"pyramid: {n} steps do not fit below the restart level (timestep {restart}); use fewer")
         x0 = diffpir_chain(denoiser, level_operator, y, x, Grid.of(denoiser, timesteps), chain, noise=noise,
                            generator=generator, callback=callback if shape == full else _upsampled(callback, up),
-                           name="pyramid", first_step=level * steps, total=total)
+                           name="pyramid", first_step=sum(counts[:level]), total=sum(counts))
     return x0
 
 
