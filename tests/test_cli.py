@@ -324,7 +324,10 @@ def test_measured_kspace_and_sinogram_files(images, tiny_prior, tmp_path):
     result = invoke("mri", tmp_path / "scan.npy", "--reference", images / "g.png", "--out", tmp_path / "m",
                     *fast(tiny_prior), "--json")
     assert result.exit_code == 0, result.output
-    assert np.isfinite(json.loads(result.stdout)["images"][0]["psnr"])
+    row = json.loads(result.stdout)["images"][0]
+    assert np.isfinite(row["psnr"]) and "white taken as the largest zero-filled magnitude" in row["notes"]  # said, not hidden
+    given = invoke("mri", tmp_path / "scan.npy", "--intensity-scale", "1", "--out", tmp_path / "m1", *fast(tiny_prior), "--json")
+    assert given.exit_code == 0 and "white taken" not in json.loads(given.stdout)["images"][0]["notes"]
     ct = operators.build("ct:8", (1, 20, 20))
     np.save(tmp_path / "sino.npy", ct.A((x + 1) / 2)[0, 0].numpy())  # (angles, detectors)
     result = invoke("ct", tmp_path / "sino.npy", "--angles", "8", "--size", "20", "--out", tmp_path / "c", *fast(tiny_prior), "--json")

@@ -157,3 +157,11 @@ def test_the_python_snippet_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md (Python)", "exec"), namespace)  # noqa: S102 - the README's own code
     assert (tmp_path / "astronaut_x4.png").is_file()
     assert namespace["plan"].nfe == 2 * namespace["plan"].steps and namespace["result"].mean.shape == (1, 3, 256, 256)
+
+
+def test_every_picture_and_script_the_readme_names_is_in_the_repository():
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
+    scripts = re.findall(r"`python (docs/\S+\.py)`", README)
+    assert pictures and scripts
+    for path in pictures + scripts:
+        assert (ROOT / path).is_file(), path

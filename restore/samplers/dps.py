@@ -52,6 +52,9 @@ class DPSParams:
 
     #: ζ: step size of the gradient of ‖y - A x̂0(x_t)‖ w.r.t. x_t, applied after every ancestral step
     zeta: float = 1.0
+    #: timesteps every T // steps from below T (950, 900, …, 0 for 20 of 1000: the official DDRM respacing) instead
+    #: of evenly over [T-1, 0] (999, 946, …, 0); measured in RESULTS.md "Session 18: DDRM's timesteps"
+    strided_grid: bool = False
     #: clamp x̂0 to [-1, 1] for the ancestral step and the residual (official clip_denoised=True)
     clip_x0: bool = True
 
@@ -90,7 +93,7 @@ def dps(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Generato
 
     shape = image_shape(operator, y)
     like = y.real if y.is_complex() else y
-    grid = Grid.respaced(denoiser, steps)
+    grid = Grid.respaced(denoiser, steps, p.strided_grid)
     hint = (f"the step size zeta={p.zeta:g} is probably too large for this task and {steps} steps, "
             "or the denoiser returned NaN/Inf")
 

@@ -58,6 +58,9 @@ class PiGDMParams:
     #: conjugate-gradient tolerance and iterations of the Gram solve (operators without an SVD)
     cg_tol: float = 1e-6
     cg_max_iter: int = 100
+    #: timesteps every T // steps from below T (950, 900, …, 0 for 20 of 1000: the official DDRM respacing) instead
+    #: of evenly over [T-1, 0] (999, 946, …, 0); measured in RESULTS.md "Session 18: DDRM's timesteps"
+    strided_grid: bool = False
 
     def __post_init__(self) -> None:
         require(0 <= self.eta <= 1, f"pigdm needs eta in [0, 1], got {self.eta}")
@@ -83,7 +86,7 @@ def pigdm(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Genera
 
     shape = image_shape(operator, y)
     like = y.real if y.is_complex() else y
-    grid = Grid.respaced(denoiser, steps)
+    grid = Grid.respaced(denoiser, steps, p.strided_grid)
     sigma_y = max(gaussian_sigma(noise), SIGMA_FLOOR)
     hint = (f"the guidance weight={p.weight:g} is probably too large for this task and {steps} steps, "
             "or the denoiser returned NaN/Inf")

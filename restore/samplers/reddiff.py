@@ -73,6 +73,9 @@ class REDDiffParams:
     #: Adam's β1, β2 and ε (official: 0.9, 0.99 and torch's default 1e-8)
     adam_betas: tuple[float, float] = (0.9, 0.99)
     adam_eps: float = 1e-8
+    #: timesteps every T // steps from below T (950, 900, …, 0 for 20 of 1000: the official DDRM respacing) instead
+    #: of evenly over [T-1, 0] (999, 946, …, 0); measured in RESULTS.md "Session 18: DDRM's timesteps"
+    strided_grid: bool = False
 
     def __post_init__(self) -> None:
         require(self.weighting in WEIGHTINGS, f"reddiff: unknown weighting '{self.weighting}'; use one of {', '.join(WEIGHTINGS)}")
@@ -121,7 +124,7 @@ def reddiff(denoiser, operator, y: Tensor, *, noise, steps: int, generator: Gene
     m = y[0].numel()
     weight = WEIGHTINGS[p.weighting]
     beta1, beta2 = p.adam_betas
-    grid = Grid.respaced(denoiser, steps)
+    grid = Grid.respaced(denoiser, steps, p.strided_grid)
     hint = (f"the learning rate lr={p.lr:g} or lam={p.lam:g} is probably too large, "
             "or the denoiser returned NaN/Inf")
 
