@@ -61,8 +61,9 @@ class Defaults:
 
 def problem_kind(task: str, operator=None) -> str | None:
     """A finer key of the tables where one task covers problems that want other settings: the kind of a blur
-    (``gaussian`` or ``motion``, from its kernel's shape: operators.blur.kernel_kind), of a mask (``small`` or
-    ``large`` holes: operators.inpaint.hole_radius). None: the task's own."""
+    (``gaussian`` or ``motion``, from its kernel's shape: operators.blur.kernel_kind), of a mask (``scattered``,
+    ``small``, ``large`` or ``huge``, from the depth of its holes: operators.inpaint.Inpainting.kind). None: the
+    task's own."""
     if task in ("deblur", "inpaint") and operator is not None:
         return getattr(operator, "kind", None)
     return None
@@ -158,7 +159,6 @@ DPS_ZETA_SR, DPS_ZETA_DEBLUR = 40.0, 20.0  # per-step ζ for 100 steps (official
 #: configs/sampler/edm_daps.yaml: σ 100 → 0.1, poly-7), with 50 annealing × 2 ODE steps = 100 NFE instead of 200 × 5
 DAPS_OFFICIAL = DAPSParams(ode_steps=2, langevin_steps=100, lr=1e-4, lr_min_ratio=0.01, sigma_y=0.01)
 DPIR_HOLES = DPIRParams(lam=0.2, sigma_max=1.5)
-PYRAMID_STROKES = PyramidParams(zeta=(1.0, 0.7, 0.4), restart_sigma=0.8)
 DPIR_RENOISED = DPIRParams(lam=0.2, sigma_max=1.0, renoise=0.6)
 TABLE: dict[str, dict[str, Defaults]] = {
     "dps": {
@@ -209,7 +209,7 @@ TABLE: dict[str, dict[str, Defaults]] = {
         **every_task(20, PyramidParams()),
         # ζ 1 at the coarse levels (their mean: a coherent layout), less at the fine ones (texture); sweep: ζ per
         # level × restart σ × levels, freeform / box, tuning images 40–43 (RESULTS.md "Session 18")
-        "inpaint": Defaults(20, PYRAMID_STROKES),
+        "inpaint": Defaults(20, PyramidParams(zeta=(1.0, 0.7, 0.4), restart_sigma=0.8)),
         "inpaint/huge": Defaults(20, PyramidParams(factors=(8, 4, 2, 1), zeta=(1.0, 0.5, 0.3), restart_sigma=1.0)),
     },
     "daps": {  # DAPS_OFFICIAL; none of these is tuned (no sweep yet)

@@ -8,7 +8,9 @@ A ∘ U, the measurement y unchanged at full size), from pure noise, by DiffPIR'
 finer level then starts from the coarser estimate enlarged and noised to ``restart_sigma`` — SDEdit's
 restart (Meng et al., ICLR 2022) — and runs DiffPIR's steps down from there, adding the detail that level
 can carry while the data step keeps it consistent with y at full size. Colour is low-frequency, so for
-colourisation the coarse levels settle the chroma and the fine ones the detail: the classical order.
+colourisation the coarse levels would settle the chroma and the fine ones the detail, the classical order —
+but with the default prior the coarse levels' chroma comes out as a strong colour cast (RESULTS.md "Session 18"),
+and colourisation keeps DiffPIR.
 
 Each level takes ``steps`` network evaluations over its noise range (the coarse ones ``coarse_steps`` times
 as many, on 1/16 and 1/4 of the pixels, so they cost little); ``zeta`` is DiffPIR's share of fresh noise per
