@@ -17,13 +17,13 @@ import argparse
 import time
 from pathlib import Path
 
-
 import operators
 from restore.api import load_denoiser
+from restore.bench.run import task_measures
 from restore.bench.suite import PROTOCOL_SIZE, load_reference
 from restore.figures import grid
 from restore.io import list_images, write_image
-from restore.metrics import chroma_error, colourfulness, hole_psnr, psnr, ssim, texture_ratio
+from restore.metrics import psnr, ssim
 from restore.noise import NoNoise, simulate
 from restore.plan import Request, make_plan, solve
 
@@ -35,12 +35,11 @@ COLUMNS = {"inpaint": ("hole PSNR", "texture ratio", "SSIM"), "colorize": ("PSNR
 
 
 def scores(task: str, op, x_hat, x) -> tuple[float, float, float]:
-    """The three measures of COLUMNS[task]."""
+    """The three measures of COLUMNS[task] (restore bench's, restore.bench.run.task_measures, with PSNR or SSIM)."""
+    extra = {name: float(value) for name, value in task_measures(task, [op], x_hat, x).items()}
     if task == "colorize":
-        return (float(psnr(x_hat, x)), float(colourfulness(x_hat) / colourfulness(x).clamp_min(1e-9)),
-                float(chroma_error(x_hat, x)))
-    missing = op.mask[:, :1] < 0.5
-    return float(hole_psnr(x_hat, x, missing)), float(texture_ratio(x_hat, x, missing)), float(ssim(x_hat, x))
+        return float(psnr(x_hat, x)), extra["colourfulness"], extra["chroma_error"]
+    return extra["hole_psnr"], extra["texture"], float(ssim(x_hat, x))
 
 
 def parse_method(text: str) -> tuple[str, Request]:

@@ -277,7 +277,7 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
         x_hat = align_to_reference(x_hat, x).clamp(-1, 1)
     values = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
     values["lpips"] = lpips_distance(lpips, x_hat, x) if lpips is not None else torch.full((len(problems),), math.nan)
-    values |= task_measures(task, problems, x_hat, x)
+    values |= task_measures(task.family, [p.operator for p in problems], x_hat, x)
     rows = []
     for b, p in enumerate(problems):
         write_image(restoration_path(options.out, task.name, method.label, p.name), x_hat[b])
@@ -287,11 +287,12 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
     return rows
 
 
-def task_measures(task: BenchTask, problems: list[Problem], x_hat: Tensor, x: Tensor) -> dict[str, Tensor]:
-    """The measures PSNR misses: texture in the holes for inpainting, colourfulness and chroma for colorization."""
-    if task.family == "inpaint":
-        missing = torch.cat([p.operator.mask[:, :1] < 0.5 for p in problems])
+def task_measures(family: str, operators: list, x_hat: Tensor, x: Tensor) -> dict[str, Tensor]:
+    """The measures PSNR misses, per image of the batch (image b measured by ``operators[b]``): texture and PSNR in
+    the holes for inpainting, colourfulness and chroma for colorization; nothing for the other tasks."""
+    if family == "inpaint":
+        missing = torch.cat([op.mask[:, :1] < 0.5 for op in operators])
         return {"texture": texture_ratio(x_hat, x, missing), "hole_psnr": hole_psnr(x_hat, x, missing)}
-    if task.family == "colorize":
+    if family == "colorize":
         return {"colourfulness": colourfulness(x_hat) / colourfulness(x).clamp_min(1e-9), "chroma_error": chroma_error(x_hat, x)}
     return {}
