@@ -99,7 +99,7 @@ def run_one(config: dict) -> dict:
         chunk = problems[start : start + batch]
         chunk = chunk + chunk[:1] * (batch - len(chunk))  # keep the batch shape fixed
         t0 = time.perf_counter()
-        x_hat = suite.solve_problems(plan, denoiser, chunk)
+        x_hat = suite.solve_problems(plan, denoiser, chunk).mean
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - t0

@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[None], help="one or more step counts to sweep too")
     parser.add_argument("--grid", nargs="*", default=[], help="NAME=V1,V2,… per hyperparameter")
     parser.add_argument("--samples", type=int, default=1, help="score the mean of this many posterior samples")
+    parser.add_argument("--best-of", type=int, default=1, help="score the best of this many posterior samples (oracle)")
     parser.add_argument("--prior", default="default")
     parser.add_argument("--precision", default="fp32", help="fp32 (the sweeps before session 14), or auto as restore bench runs")
     args = parser.parse_args()
@@ -57,7 +58,9 @@ def main() -> None:
     files = list_images(args.images)[args.first : args.first + args.count]
     problems = [suite.make_problem(task, suite.load_reference(path, suite.PROTOCOL_SIZE), args.first + i, path.stem)
                 for i, path in enumerate(files)]
-    baseline = [float(psnr(task.baseline(p).real.float().clamp(-1, 1), p.x)) for p in problems]
+    method = suite.parse_methods(args.sampler, False, args.samples, args.best_of)[0]
+    baseline_method = suite.Method("baseline")
+    baseline = [float(psnr(suite.scored_estimate(task, baseline_method, task.baseline(p)[None], p.x), p.x)) for p in problems]
     print(f"baseline ({task.baseline_name}): PSNR {sum(baseline) / len(baseline):.2f} ({', '.join(f'{b:.2f}' for b in baseline)})")
     results = []
     for steps in args.steps:
@@ -67,8 +70,8 @@ def main() -> None:
             start = time.time()
             scores = []
             for p in problems:
-                x_hat = suite.solve_problems(Plan(task.family, args.sampler, steps, params, args.samples), denoiser, [p])
-                x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().clamp(-1, 1)
+                result = suite.solve_problems(Plan(task.family, args.sampler, steps, params, max(args.samples, args.best_of)), denoiser, [p])
+                x_hat = suite.scored_estimate(task, method, result.samples, p.x)
                 scores.append((float(psnr(x_hat, p.x)), float(ssim(x_hat, p.x))))
             seconds = (time.time() - start) / len(problems)
             mean_psnr = sum(s[0] for s in scores) / len(scores)

@@ -86,6 +86,12 @@ class Operator(nn.Module):
     def A(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def align_samples(self, samples: Tensor) -> Tensor:
+        """Posterior samples (K, B, C, H, W) turned to agree on what the measurement cannot tell, so that their mean
+        and spread describe one image: each of them alike here; phase retrieval turns every sample 180° where that
+        brings it closer to the first."""
+        return samples
+
     @classmethod
     def stack(cls, ops: list[Operator]) -> Operator:
         """One operator applying ``ops[b]`` to image b: buffers are concatenated along the batch dimension."""

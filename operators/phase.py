@@ -182,6 +182,13 @@ class PhaseRetrieval(NonlinearOperator):
 
     # -- the operator ---------------------------------------------------------------------------
 
+    def align_samples(self, samples: Tensor) -> Tensor:
+        """Every sample (K, B, C, H, W) as itself or its 180° rotation (negated too with range=signed), whichever
+        is closer to sample 0 of its image: samples of one image may come out turned either way."""
+        first = samples[0].expand_as(samples).reshape(-1, *samples.shape[2:])
+        turned = best_of_ambiguities(samples.reshape(-1, *samples.shape[2:]), first, sign=self.object_range == "signed")
+        return turned.reshape(samples.shape)
+
     def A(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.in_shape:
             raise OperatorError(f"phase: operator built for images {self.in_shape}, got shape {tuple(x.shape)}")

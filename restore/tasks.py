@@ -23,7 +23,7 @@ import operators
 from operators.color import rgb_to_luminance
 from operators.mri import read_kspace
 from restore.errors import RestoreError
-from restore.io import IMAGE_SUFFIXES, read_image, read_sinogram
+from restore.io import IMAGE_SUFFIXES, read_array, read_image, read_sinogram
 from restore.noise import GaussianNoise, NoNoise, simulate
 from restore.noise_level import estimate_sigma
 
@@ -40,6 +40,7 @@ DEFAULT_NOISE_SIGMA = {
     "mri": (0.01, 0.01),
     "ct": (0.005, 0.005),
     "dejpeg": (0.0, 0.0),  # the rounding is the only noise; the task sets its σ from the tables
+    "phase": (0.05, 0.05),  # on the Fourier magnitudes; DPS's and DAPS's phase-retrieval benchmark
 }
 
 
@@ -540,6 +541,62 @@ def ct(angles: int, arc: float, size: int | None, noise_sigma: float | None, sim
 
     settings = {"angles": angles, "arc": arc, "size": size, "noise": noise_sigma, "simulate": simulate_input}
     return TaskSetup("ct", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy",), existing(reference))
+
+
+def phase(oversample: float, noise_sigma: float | None, simulate_input: bool, reference: Path | None = None) -> TaskSetup:
+    """Fourier phase retrieval: an image from the magnitudes of its zero-padded Fourier transform (operators.phase).
+
+    A measurement is a .npy of magnitudes, (N_h, N_w) or (channels, N_h, N_w): the centred orthonormal DFT of the
+    [0, 1] image padded by ``int(oversample / 8 · side)`` zeros on each side (DAPS's convention), as ``--simulate``
+    saves them. The magnitudes cannot tell an image from its 180° rotation: with a reference, the restoration is
+    turned to whichever matches it (noted); without one it may come out upside down. ``noise_sigma``: σ of the
+    magnitudes, in the [0, 1] image's units.
+    """
+    from operators.phase import best_of_ambiguities, padding
+
+    sigma = noise_sigma_for("phase", noise_sigma, simulate_input)
+    check_noise_sigma(sigma)
+    noise = GaussianNoise(sigma) if sigma else NoNoise()  # the magnitudes are already in the [0, 1] image's units
+    spec = f"phase:oversample={oversample:g}"
+    references = references_from(reference)
+
+    def image_side(padded: int, name: str) -> int:
+        sides = [n for n in range(1, padded) if n + 2 * padding(oversample, n) == padded]
+        if not sides:
+            raise RestoreError(f"{name}: no image side pads to {padded} at oversample {oversample:g}; give the "
+                               "--oversample the magnitudes were measured with")
+        return sides[-1]
+
+    def prepare(path: Path, index: int) -> Item:
+        if simulate_input:
+            image = read_image(path)
+            x = image.pixels[None]
+            op = operators.build(spec, tuple(x.shape[1:]))
+            y = simulate(x, op, noise, [index])
+            saved, truth, depth = y[0].numpy(), x, image.bit_depth
+        else:
+            array = read_array(path, "Fourier magnitudes")
+            array = array[None] if array.ndim == 2 else array
+            if array.ndim != 3 or array.shape[0] not in (1, 3) or np.iscomplexobj(array):
+                raise RestoreError(f"{path.name}: Fourier magnitudes must be a real (N_h, N_w) or (1 or 3, N_h, N_w) "
+                                   f"array, got {array.dtype} {array.shape}")
+            shape = (array.shape[0], image_side(array.shape[1], path.name), image_side(array.shape[2], path.name))
+            op = operators.build(spec, shape)
+            y, saved, truth, depth = torch.from_numpy(array.astype(np.float32))[None], None, None, 8
+        ref_path = references(path)
+        ref = reference_for(ref_path, op.in_shape) if ref_path else truth
+
+        def finish(restoration: Tensor) -> tuple[Tensor, str]:
+            if ref is None:
+                return restoration, ""
+            turned = best_of_ambiguities(restoration[None], ref.to(restoration.dtype))[0]
+            rotated = not torch.equal(turned, restoration)
+            return turned, "turned 180° to match the reference (the magnitudes cannot tell the two apart)" if rotated else ""
+
+        return Item(index, path.stem, path, y, op, noise, ref, None, depth, saved, finish=finish)
+
+    settings = {"oversample": oversample, "noise": sigma, "simulate": simulate_input}
+    return TaskSetup("phase", prepare, settings, IMAGE_SUFFIXES if simulate_input else (".npy",), existing(reference))
 
 
 def with_estimated_noise(prepare: Prepare) -> Prepare:

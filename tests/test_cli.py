@@ -354,3 +354,26 @@ def test_compile_switch_restores_the_same_image(images, tiny_prior, tmp_path):
     eager = read_image(tmp_path / "eager" / "a.png").pixels
     compiled = read_image(tmp_path / "compiled" / "a.png").pixels
     assert (eager - compiled).abs().max() <= 2 / 255 * 2  # [-1, 1] pixels, at most a rounding step apart
+
+
+def test_phase_retrieval_from_magnitudes_and_its_clear_errors(images, tiny_prior, tmp_path):
+    """restore phase: --simulate saves the magnitudes (.npy), which restore again (the image size read from the
+    padded size); the linear samplers refuse it naming those that can; a file of the wrong shape is one line."""
+    out = tmp_path / "out"
+    result = invoke("phase", images / "a.png", "--simulate", "--out", out, *fast(tiny_prior))
+    assert result.exit_code == 0, result.output
+    saved = np.load(out / "measurement" / "a.npy")
+    assert saved.shape == (3, 24 + 2 * 6, 32 + 2 * 8)  # int(2 / 8 · side) zeros on each side
+    report = json.loads((out / "report.json").read_text())["images"][0]
+    assert report["sampler"] == "reddiff" and report["operator"] == "phase:oversample=2" and np.isfinite(report["psnr"])
+    again = invoke("phase", out / "measurement" / "a.npy", "--out", tmp_path / "again", *fast(tiny_prior))
+    assert again.exit_code == 0, again.output
+    assert read_image(tmp_path / "again" / "a.png").pixels.shape == (3, 24, 32)
+    refused = invoke("phase", out / "measurement" / "a.npy", "--sampler", "dpir", "--out", tmp_path / "x", *fast(tiny_prior))
+    assert refused.exit_code == 1 and "dpir needs" in refused.output and "use one of: dps, reddiff, daps" in refused.output
+    np.save(tmp_path / "flat.npy", np.ones(10))
+    bad = invoke("phase", tmp_path / "flat.npy", "--out", tmp_path / "y", *fast(tiny_prior))
+    assert "Fourier magnitudes must be a real" in bad.output and "Traceback" not in bad.output
+    np.save(tmp_path / "odd.npy", np.ones((1, 35, 35), dtype=np.float32))  # no side pads to 35 at oversample 2
+    odd = invoke("phase", tmp_path / "odd.npy", "--out", tmp_path / "z", *fast(tiny_prior))
+    assert "no image side pads to 35 at oversample 2" in odd.output

@@ -2,7 +2,7 @@
 to the same result — for every task.
 
 The saved measurement is what the command reads (a 16-bit picture, an .npz of k-space with its mask and
-intensity scale, a sinogram of the [0, 1] image). Between the two runs only float rounding differs (the
+intensity scale, a sinogram of the [0, 1] image, Fourier magnitudes). Between the two runs only float rounding differs (the
 saved values pass through [0, 1] units and 16 bits), so the two restorations agree to a few 1e-3.
 """
 
@@ -30,6 +30,7 @@ TASKS = [
     (["colorize"], [], "png"),
     (["mri", "--acceleration", "2"], [], "npz"),
     (["ct", "--angles", "12"], [], "npy"),
+    (["phase"], [], "npy"),
 ]
 
 
@@ -46,6 +47,8 @@ def test_a_saved_measurement_restores_again_to_the_same_result(tmp_path, command
     assert measurement.is_file()
     if command[0] == "ct":
         extra = [*extra, "--size", "24"]  # a sinogram does not say its image size (it holds 35 detectors: √2 · 24)
+    if command[0] == "phase":
+        extra = [*extra, "--reference", str(image)]  # as --simulate did: the result turned to match it (or not) alike
     if command[0] in ("deblur", "superres"):
         extra = [*extra, "--noise-sigma", "0.01"]  # the simulation's σ: a real input's would be estimated, on 768 pixels
     again = CliRunner().invoke(app, [command[0], str(measurement), *command[1:], *extra, *common, "--out", str(tmp_path / "b")])

@@ -201,6 +201,23 @@ def test_best_of_ambiguities():
         best_of_ambiguities(x_hat, ref[:1])
 
 
+def test_posterior_samples_agree_on_the_turn_before_their_mean():
+    """Samples of one image that came out turned 180° are turned back to the first before mean and std (a mean over
+    both turns would describe no image); other operators leave samples as they are."""
+    from restore.samplers.base import draw_samples
+
+    truth = rand((3, 8, 8), seed=4, batch=2)
+    op = PhaseRetrieval((3, 8, 8))
+
+    def sampler(denoiser, operator, y, **kwargs):  # K = 2 copies of the batch: sample 1 of every image turned
+        return torch.cat([truth, torch.flip(truth, dims=(-2, -1)) + 0.01])
+
+    result = draw_samples(sampler, None, op, op.A(truth), num_samples=2)
+    assert torch.allclose(result.mean, truth + 0.005) and float(result.std.max()) < 0.01
+    samples = torch.stack([truth, torch.flip(truth, dims=(-2, -1))])
+    assert torch.equal(operators.build("identity", (3, 8, 8)).align_samples(samples), samples)
+
+
 # -- hybrid input-output -----------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from restore.io import list_images, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-TASKS = ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct", "dejpeg")
+TASKS = ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct", "dejpeg", "phase")
 #: the README's slow settings and what the test runs instead
 FASTER = [
     (r"--minutes 80\b", "--steps 2"),

@@ -78,6 +78,15 @@ def summary_markdown(rows: Sequence[Row], settings: dict, grids: dict[str, list[
             lines.append(f"| {task} | {name} | {e['images']}{failed} | {_format(e['psnr'], 2, e['psnr'] == best_psnr)} | {delta} | "
                          f"{_format(e['ssim'], 4, e['ssim'] == best_ssim)} | {_format(e['lpips'], 4, e['lpips'] == best_lpips)} | "
                          f"{e['nfe']} | {e['seconds']:.2f} |")
+    notes = []
+    if any("+best" in e["method"] for e in table):
+        notes.append("NAME+bestN: of N posterior samples per image, the one of highest PSNR against the truth — an oracle "
+                     "choice, the way DPS and DAPS report phase retrieval; NAME alone is one sample.")
+    aligned = sorted({e["task"] for e in table if e["task"] in TASKS and TASKS[e["task"]].align is not None})
+    if aligned:
+        notes.append(f"{', '.join(aligned)}: scored after undoing what the measurement cannot tell (a blind estimate's "
+                     "shift, phase retrieval's 180° turn).")
+    lines += ["", *notes] if notes else []
     extra = [e for e in table if any(not math.isnan(e[k]) for k in EXTRA_METRICS)]
     if extra:
         lines += ["", "What PSNR misses: inside the holes, the texture ratio (mean gradient magnitude over the truth's: 1 is as "

@@ -23,8 +23,8 @@ from torch import Tensor
 import operators
 
 from restore.bench.suite import (PROTOCOL_SIZE, TV_WEIGHT, WIENER_BALANCE, BenchTask, Method, Problem, blind_operator, load_reference,
-                                 make_problem, method_plan, solve_problems)
-from restore.blind import align_to_reference, estimate_nfe, kernel_size_for
+                                 make_problem, method_plan, scored_estimate, solve_problems)
+from restore.blind import estimate_nfe, kernel_size_for
 from restore.errors import USER_ERRORS, RestoreError
 from restore.io import atomic_write, write_image
 from restore.metrics import chroma_error, colourfulness, hole_psnr, lpips_distance, psnr, ssim, texture_ratio
@@ -253,7 +253,7 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
     steps, nfe = 0, 0
     try:
         if method.sampler is None:
-            x_hat = torch.cat([task.baseline(p) for p in problems])
+            samples = torch.cat([task.baseline(p) for p in problems])[None]
         else:
             if get_sampler(method.sampler).needs_svd and not problems[0].operator.has_svd:
                 return [Row(task.name, method.label, p.name, p.index, "n/a", error=f"{method.sampler} needs an SVD",
@@ -262,19 +262,17 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
             steps, nfe = plan.steps, plan.nfe
             if task.hidden_kernel:  # each problem on the kernel estimated from its own measurement
                 nfe += estimate_nfe(tuple(problems[0].y.shape[-2:]), kernel_size_for(problems[0].y.shape))
-                x_hat = torch.cat([solve_problems(plan, denoiser, [dataclasses.replace(p, operator=blind_operator(denoiser, p))])
-                                   for p in problems])
+                samples = torch.cat([solve_problems(plan, denoiser, [dataclasses.replace(p, operator=blind_operator(denoiser, p))]).samples
+                                     for p in problems], dim=1)
             else:
-                x_hat = solve_problems(plan, denoiser, problems)
+                samples = solve_problems(plan, denoiser, problems).samples
     except Exception as err:  # noqa: BLE001 - the problems' failure, not the run's
         if len(problems) > 1:
             return [row for p in problems for row in run_method(task, method, config, [p], denoiser, options, lpips)]
         return [Row(task.name, method.label, p.name, p.index, "failed", error=failure_text(err), config=config) for p in problems]
     seconds = (time.time() - start) / len(problems)
-    x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().cpu().clamp(-1, 1)
     x = torch.cat([p.x for p in problems])
-    if task.hidden_kernel:
-        x_hat = align_to_reference(x_hat, x).clamp(-1, 1)
+    x_hat = scored_estimate(task, method, samples, x)
     values = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
     values["lpips"] = lpips_distance(lpips, x_hat, x) if lpips is not None else torch.full((len(problems),), math.nan)
     values |= task_measures(task.family, [p.operator for p in problems], x_hat, x)

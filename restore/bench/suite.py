@@ -17,15 +17,17 @@ from torch import Tensor
 
 import operators
 from operators.color import rgb_to_luminance
-from restore.blind import BlindParams, classical_blind_baseline, estimate_kernel, kernel_size_for
+from operators.phase import best_of_ambiguities, hio
+from restore.blind import BlindParams, align_to_reference, classical_blind_baseline, estimate_kernel, kernel_size_for
 from restore.errors import RestoreError
 from restore.io import read_image
 from restore.noise import GaussianNoise, simulate
 from restore.plan import Plan, Request, make_plan, solve
-from restore.samplers import get_sampler
+from restore.samplers import PosteriorSamples, get_sampler
 
 SIGMA_Y = 0.05  # σ_y = 0.025 on [0, 1] is 0.05 on the library's [-1, 1]
 PROTOCOL_SIZE = 256
+PHASE_SIGMA = 0.05  # on the Fourier magnitudes, which are in the [0, 1] object's units (DAPS configs/task/phase_retrieval.yaml)
 
 #: Wiener regularisation and TV weight, tuned on training images (benchmarks/tune_baselines.py)
 WIENER_BALANCE = {"gblur": 0.03, "mblur": 0.1}
@@ -97,6 +99,11 @@ def zero_filled_baseline(p: Problem) -> Tensor:
     return operators.mri.zero_filled(p.y, p.operator).real.float()
 
 
+def hio_baseline(p: Problem) -> Tensor:
+    """Fienup's hybrid input-output, 500 iterations and 4 random restarts (seeded by the image), the best fit kept."""
+    return hio(p.y, p.operator, generator=torch.Generator().manual_seed(p.index)).float()
+
+
 def fbp_baseline(p: Problem) -> Tensor:
     # FBP (ramp filter) of the [0, 1] image's sinogram: y = A(2u - 1) = 2 A u - A 1
     ones = p.operator.A(torch.ones_like(p.x))
@@ -116,9 +123,11 @@ class BenchTask:
     #: False: the measurement is exact (a JPEG's rounding is its only noise), and ``noise_sigma`` only tells samplers its size
     added_noise: bool = True
     #: True: the methods do not see the blur kernel (blind deblurring): samplers run on the kernel that
-    #: restore.blind estimates, and restorations are scored after the best shift (a blind estimate is
-    #: determined up to a translation; Levin et al. 2009 score the same way)
+    #: restore.blind estimates
     hidden_kernel: bool = False
+    #: (x̂, x) → x̂ as it is scored: undoes what the measurement cannot tell — a blind estimate's shift (Levin et
+    #: al. 2009 score after the best one), phase retrieval's 180° rotation; None: scored as it is
+    align: Callable[[Tensor, Tensor], Tensor] | None = None
 
 
 def _jpeg_sigma(x: Tensor, op: operators.Operator) -> float:
@@ -135,7 +144,8 @@ TASKS: dict[str, BenchTask] = {t.name: t for t in [
     BenchTask("mblur", "deblur", lambda i, n: f"blur:levin:{i % 8 + 1}", "Wiener", wiener_baseline(WIENER_BALANCE["mblur"])),
     # mblur's problems with the kernel hidden; the mblur task's rows are the non-blind upper bound
     BenchTask("mblur-blind", "deblur", lambda i, n: f"blur:levin:{i % 8 + 1}", "classical blind: L0 edges + TV",
-              lambda p: classical_blind_baseline(p.y, kernel_size_for(p.y.shape), p.noise.sigma)[0], hidden_kernel=True),
+              lambda p: classical_blind_baseline(p.y, kernel_size_for(p.y.shape), p.noise.sigma)[0], hidden_kernel=True,
+              align=align_to_reference),
     # 128 of 256 in the protocol; half the side for other --size values
     BenchTask("box", "inpaint", lambda i, n: f"box:{n // 2}:seed={i}", "biharmonic", biharmonic_baseline),
     # large free-form holes (25–40 % of the image), where texture matters: restore.metrics.texture_ratio
@@ -148,6 +158,9 @@ TASKS: dict[str, BenchTask] = {t.name: t for t in [
               noise_sigma=_jpeg_sigma, added_noise=False),
     BenchTask("jpeg30", "dejpeg", lambda i, n: "jpeg:quality=30:subsampling=420", "decoded JPEG", lambda p: p.operator.pinv(p.y),
               noise_sigma=_jpeg_sigma, added_noise=False),
+    # Fourier phase retrieval as DPS and DAPS benchmark it: oversample 2, σ 0.05 on the magnitudes of the [0, 1] image
+    BenchTask("phase", "phase", lambda i, n: "phase", "HIO", hio_baseline, noise_sigma=lambda x, op: PHASE_SIGMA,
+              align=best_of_ambiguities),
     BenchTask("colorize", "colorize", lambda i, n: "gray", "gray (the luminance)", lambda p: p.y.expand(-1, 3, -1, -1).clone()),
 ]}
 
@@ -176,19 +189,24 @@ class Method:
     steps: int | None = None  # None: the (sampler, task) default
     #: posterior samples per image; the restoration scored is their mean (the MMSE estimate)
     samples: int = 1
+    #: score the sample closest to the truth instead of the mean (an oracle choice: DPS and DAPS report phase
+    #: retrieval as the best of 4 runs by PSNR)
+    best_of_samples: bool = False
 
 
-def parse_methods(samplers: str, baselines: bool = True, samples: int = 1) -> list[Method]:
+def parse_methods(samplers: str, baselines: bool = True, samples: int = 1, best_of: int = 1) -> list[Method]:
     """The baseline (if asked) and each ``NAME[:STEPS]`` of ``samplers``, labelled ``NAME[:STEPS]+meanN``
-    when scored on the mean of ``samples`` > 1 posterior samples."""
+    when scored on the mean of ``samples`` > 1 posterior samples, ``NAME[:STEPS]+bestN`` on the best of ``best_of`` > 1."""
+    if samples > 1 and best_of > 1:
+        raise RestoreError("--samples scores the mean of the samples, --best-of the best one: give one of them")
     methods = [Method("baseline")] if baselines else []
     for item in (s.strip() for s in samplers.split(",") if s.strip()):
         name, _, steps = item.partition(":")
         get_sampler(name)  # an unknown name is an error that lists the samplers
         if steps and not (steps.isdigit() and int(steps) > 0):
             raise RestoreError(f"'{item}': the steps after ':' must be a positive whole number")
-        label = item if samples == 1 else f"{item}+mean{samples}"
-        methods.append(Method(label, name, int(steps) if steps else None, samples))
+        label = item if samples == best_of == 1 else f"{item}+mean{samples}" if samples > 1 else f"{item}+best{best_of}"
+        methods.append(Method(label, name, int(steps) if steps else None, max(samples, best_of), best_of > 1))
     if not methods:
         raise RestoreError("nothing to run: give --samplers or keep --baselines")
     return methods
@@ -234,10 +252,24 @@ def method_plan(task: BenchTask, method: Method, problem: Problem, steps: int | 
     return make_plan(task.family, request, problem.operator, kind="blind" if task.hidden_kernel else None)
 
 
-def solve_problems(plan: Plan, denoiser, problems: list[Problem]) -> Tensor:
-    """The plan's restoration (the mean of its posterior samples) of a batch of problems."""
+def solve_problems(plan: Plan, denoiser, problems: list[Problem]) -> PosteriorSamples:
+    """The plan's posterior samples of a batch of problems, and their mean."""
     device = denoiser.alphas_cumprod.device
     ops = [p.operator for p in problems]
     operator = ops[0] if len(ops) == 1 else type(ops[0]).stack(ops)
     y = torch.cat([p.y for p in problems]).to(device)
-    return solve(plan, denoiser, operator, y, noise=problems[0].noise, indices=[p.index for p in problems]).mean
+    return solve(plan, denoiser, operator, y, noise=problems[0].noise, indices=[p.index for p in problems])
+
+
+def scored_estimate(task: BenchTask, method: Method, samples: Tensor, x: Tensor) -> Tensor:
+    """The restoration a method is scored on, from its posterior samples (K, B, C, H, W) of the truths x (B, C, H, W):
+    their mean, or the sample of highest PSNR (``method.best_of_samples``); in the image range, aligned (``task.align``)."""
+    def aligned(x_hat: Tensor) -> Tensor:
+        x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().cpu().clamp(-1, 1)
+        return x_hat if task.align is None else task.align(x_hat, x).clamp(-1, 1)
+
+    if not method.best_of_samples:
+        return aligned(samples.mean(dim=0))
+    candidates = torch.stack([aligned(s) for s in samples])  # (K, B, C, H, W)
+    errors = (candidates - x).square().flatten(2).mean(dim=2)  # (K, B): the lowest error is the highest PSNR
+    return candidates[errors.argmin(dim=0), torch.arange(x.shape[0])]

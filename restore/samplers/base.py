@@ -150,5 +150,5 @@ def draw_samples(sampler: Sampler, denoiser, operator, y: Tensor, *, num_samples
     ys = y.repeat(num_samples, *([1] * (y.dim() - 1)))
     ops = type(operator).stack([operator] * num_samples) if operator.batch_size > 1 else operator
     x = sampler(denoiser, ops, ys, **kwargs)
-    samples = x.reshape(num_samples, batch, *x.shape[1:])
+    samples = operator.align_samples(x.reshape(num_samples, batch, *x.shape[1:]))
     return PosteriorSamples(samples, samples.mean(dim=0), samples.std(dim=0))

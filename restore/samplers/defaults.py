@@ -26,7 +26,7 @@ from restore.samplers.reddiff import REDDiffParams
 from restore.samplers.registry import check_num_samples, check_operator, get_sampler
 
 #: the tasks of the command line; hyperparameters are tuned per task
-TASKS = ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct", "dejpeg")
+TASKS = ("inpaint", "deblur", "superres", "denoise", "colorize", "mri", "ct", "dejpeg", "phase")
 
 #: the sampler that does each task best per network evaluation (RESULTS.md, "Samplers on the task suite")
 TASK_SAMPLER = {
@@ -45,6 +45,7 @@ TASK_SAMPLER = {
     "mri": "dpir",  # mri4x: +2.15 dB over zero-filled against DiffPIR's +1.37
     "ct": "dpir",  # ct60: +7.44 dB over FBP against DiffPIR's +6.67, at 12 NFE instead of 20
     "dejpeg": "dpir",  # its data step is the projection onto the quantisation bins; RESULTS.md "JPEG artifact removal"
+    "phase": "reddiff",  # 15.34 dB against DAPS's 14.05 and HIO's 14.41 (tuning images 40–43; RESULTS.md "Phase retrieval")
 }
 #: when posterior samples are asked for (--num-samples > 1) and the task's sampler gives one estimate
 POSTERIOR_SAMPLER = {"inpaint": "diffpir", "deblur": "ddrm", "superres": "ddrm", "mri": "diffpir", "ct": "diffpir",
@@ -170,6 +171,7 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "mri": Defaults(100, DPSParams(zeta=5.0)),  # no official config; sweep: mri4x, tuning image 40
         "ct": Defaults(100, DPSParams(zeta=0.05)),  # no official config; sweep: ct60, tuning image 40
         "dejpeg": Defaults(100, DPSParams(zeta=1.0)),  # no official config; sweep: jpeg10, tuning images
+        "phase": Defaults(100, DPSParams(zeta=30.0)),  # official ζ 1.0 (133 per step here); sweep 10–260: ζ 30, images 40–41
     },
     "reddiff": {  # official _configs/algo/reddiff.yaml: λ 0.25, linear weighting; lr per sample_test.sh task
         "inpaint": Defaults(100, REDDiffParams(lam=0.25, lr=0.25)),  # sample_test.sh "inpaint + reddiff"
@@ -180,6 +182,7 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "mri": Defaults(100, REDDiffParams(lam=0.25, lr=0.5)),  # README example
         "ct": Defaults(100, REDDiffParams(lam=0.25, lr=0.5)),  # README example
         "dejpeg": Defaults(100, REDDiffParams(lam=0.25, lr=0.05)),  # no official config; sweep: jpeg10, tuning images
+        "phase": Defaults(100, REDDiffParams(lam=0.25, lr=0.05)),  # no official config; sweep: lr 0.03–0.5, images 40–43
     },
     "diffpir": {  # official yuanzhi-zhu/DiffPIR scripts (quad grid); 20 steps everywhere
         "inpaint": Defaults(20, DiffPIRParams(lam=1.0, zeta=1.0)),  # official configs/inpaint.yaml
@@ -190,6 +193,7 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "mri": Defaults(20, DiffPIRParams(lam=1.0, zeta=1.0)),  # sweep: ζ, tuning images 40–41
         "ct": Defaults(20, DiffPIRParams(lam=7.0, zeta=1.0, cg_max_iter=10)),  # sweep: ζ and CG, tuning image 40
         "dejpeg": Defaults(20, DiffPIRParams()),  # (a linear-only sampler: refused for JPEG; keeps the table whole)
+        "phase": Defaults(20, DiffPIRParams()),  # (refused for phase retrieval, a nonlinear measurement)
     },
     "pigdm": {  # NVlabs/RED-diff sample_test.sh ΠGDM runs: η 1, weight 1; 20 steps
         **every_task(20, PiGDMParams(eta=1.0, weight=1.0)),  # sweep: η, tuning images 40–41
@@ -225,6 +229,8 @@ TABLE: dict[str, dict[str, Defaults]] = {
         # stable (lr ‖A‖²/σ_y² ≈ 0.4); 20 Langevin steps, each a Radon transform and its adjoint (~80 ms); not tuned
         "ct": Defaults(50, dataclasses.replace(DAPS_OFFICIAL, sigma_y=2.0, langevin_steps=20)),
         "dejpeg": Defaults(50, dataclasses.replace(DAPS_OFFICIAL, sigma_y=None)),  # σ_y: the rounding's Q/√12; not tuned
+        # official phase_retrieval.yaml (lr 5e-5); sweep 5e-5–1e-3, images 40–43: within noise up to 7e-4, 1e-3 diverges
+        "phase": Defaults(50, dataclasses.replace(DAPS_OFFICIAL, lr=5e-5)),
     },
     "dpir": {  # the paper's λ 0.23, σ_1 49/255 were the start; periodical self-ensemble on
         "inpaint": Defaults(16, DPIRParams(lam=0.02, sigma_max=1.5)),  # sweep: steps × λ, random70, images 40–47
@@ -239,5 +245,6 @@ TABLE: dict[str, dict[str, Defaults]] = {
         "ct": Defaults(12, dataclasses.replace(DPIR_HOLES, sigma_min=0.02, cg_max_iter=10)),  # sweep: σ_min, 40–41
         # the ladder must end in the image domain (JPEG's σ is in coefficient units): σ_min 0.02; jpeg10/30, 40–43
         "dejpeg": Defaults(12, dataclasses.replace(DPIR_HOLES, sigma_min=0.02)),
+        "phase": Defaults(12, DPIR_HOLES),  # (refused for phase retrieval: it has no data-consistency step)
     },
 }
