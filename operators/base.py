@@ -86,6 +86,11 @@ class Operator(nn.Module):
     def A(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def picture(self, y: Tensor) -> Tensor:
+        """The measurement as figures show it: y itself where it is an image, k-space or a sinogram (the figure
+        scales it); a JPEG's coefficients decoded, phase retrieval's magnitudes on a log scale."""
+        return y
+
     def align_samples(self, samples: Tensor) -> Tensor:
         """Posterior samples (K, B, C, H, W) turned to agree on what the measurement cannot tell, so that their mean
         and spread describe one image: each of them alike here; phase retrieval turns every sample 180° where that

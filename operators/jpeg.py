@@ -907,6 +907,10 @@ class JPEG(NonlinearOperator):
         projected, _ = quantisation_projection(z, self.coefficients(y.to(z.dtype)), self.tables, tol=tol, max_iter=max_iter)
         return projected
 
+    def picture(self, y: Tensor) -> Tensor:
+        """The decoded file."""
+        return self.pinv(y)
+
     def pinv(self, y: Tensor) -> Tensor:
         """Images (B, C, H, W) in [-1, 1] decoded from y: :func:`decode` of the dequantised coefficients."""
         dtype = y.dtype if y.is_floating_point() else torch.float32

@@ -182,6 +182,10 @@ class PhaseRetrieval(NonlinearOperator):
 
     # -- the operator ---------------------------------------------------------------------------
 
+    def picture(self, y: Tensor) -> Tensor:
+        """log(1 + 1000 y / max y): the spectrum's tails visible beside its peak."""
+        return torch.log1p(1000 * y.clamp_min(0) / y.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None, None])
+
     def align_samples(self, samples: Tensor) -> Tensor:
         """Every sample (K, B, C, H, W) as itself or its 180° rotation (negated too with range=signed), whichever
         is closer to sample 0 of its image: samples of one image may come out turned either way."""

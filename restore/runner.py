@@ -380,7 +380,7 @@ def solve_and_write(items: list[Item], plan: Plan, denoiser, options: RunOptions
 
 def result_grid(item: Item, restoration: torch.Tensor, std: torch.Tensor | None, metrics: dict | None) -> torch.Tensor:
     """measurement | restoration (its PSNR / SSIM) | reference | uncertainty with its colour bar, all at the restoration's size."""
-    panels, labels = [item.y[0].detach().cpu(), restoration], ["measurement", "restoration"]
+    panels, labels = [item.operator.picture(item.y)[0].detach().cpu(), restoration], ["measurement", "restoration"]
     captions = ["", f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.3f}" if metrics else ""]
     if item.reference is not None:
         panels.append(item.reference[0].float())

@@ -360,8 +360,9 @@ def test_phase_retrieval_from_magnitudes_and_its_clear_errors(images, tiny_prior
     """restore phase: --simulate saves the magnitudes (.npy), which restore again (the image size read from the
     padded size); the linear samplers refuse it naming those that can; a file of the wrong shape is one line."""
     out = tmp_path / "out"
-    result = invoke("phase", images / "a.png", "--simulate", "--out", out, *fast(tiny_prior))
+    result = invoke("phase", images / "a.png", "--simulate", "--out", out, *fast(tiny_prior), "--save-grid")
     assert result.exit_code == 0, result.output
+    assert read_image(out / "grid" / "a.png").pixels.shape[0] == 3  # the spectrum shown on a log scale
     saved = np.load(out / "measurement" / "a.npy")
     assert saved.shape == (3, 24 + 2 * 6, 32 + 2 * 8)  # int(2 / 8 · side) zeros on each side
     report = json.loads((out / "report.json").read_text())["images"][0]
@@ -377,3 +378,16 @@ def test_phase_retrieval_from_magnitudes_and_its_clear_errors(images, tiny_prior
     np.save(tmp_path / "odd.npy", np.ones((1, 35, 35), dtype=np.float32))  # no side pads to 35 at oversample 2
     odd = invoke("phase", tmp_path / "odd.npy", "--out", tmp_path / "z", *fast(tiny_prior))
     assert "no image side pads to 35 at oversample 2" in odd.output
+
+
+def test_a_jpeg_grid_shows_the_decoded_file(images, tiny_prior, tmp_path):
+    """The measurement panel of a JPEG is its coefficients decoded (Operator.picture), not the raw coefficients."""
+    from operators.jpeg import JPEG, JPEGTables
+
+    out = tmp_path / "out"
+    result = invoke("dejpeg", images / "a.png", "--simulate", "--quality", "10", "--save-grid", "--out", out, *fast(tiny_prior))
+    assert result.exit_code == 0, result.output
+    x = read_image(images / "a.png").pixels[None]
+    op = JPEG(JPEGTables.standard(10, "4:2:0"), tuple(x.shape[1:]))
+    assert torch.allclose(op.picture(op.A_exact(x)), op.pinv(op.A_exact(x)))
+    assert (out / "grid" / "a.png").is_file()

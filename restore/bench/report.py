@@ -125,7 +125,7 @@ def write_grids(out: Path, rows: Sequence[Row], files: Sequence[Path], tasks: Se
         for index, path in restored:
             problem = make_problem(task, load_reference(path, size), index, path.stem)
             x = problem.x[0]
-            columns = [to_display(problem.y[0], x.shape[-2:])]
+            columns = [to_display(problem.operator.picture(problem.y)[0], x.shape[-2:])]
             for m in shown:
                 file = restoration_path(out, task.name, m.label, path.stem)
                 columns.append(read_image(file).pixels if file.is_file() else torch.full_like(x, -1))
