@@ -366,7 +366,7 @@ def test_phase_retrieval_from_magnitudes_and_its_clear_errors(images, tiny_prior
     saved = np.load(out / "measurement" / "a.npy")
     assert saved.shape == (3, 24 + 2 * 6, 32 + 2 * 8)  # int(2 / 8 · side) zeros on each side
     report = json.loads((out / "report.json").read_text())["images"][0]
-    assert report["sampler"] == "reddiff" and report["operator"] == "phase:oversample=2" and np.isfinite(report["psnr"])
+    assert report["sampler"] == "daps" and report["operator"] == "phase:oversample=2" and np.isfinite(report["psnr"])
     again = invoke("phase", out / "measurement" / "a.npy", "--out", tmp_path / "again", *fast(tiny_prior))
     assert again.exit_code == 0, again.output
     assert read_image(tmp_path / "again" / "a.png").pixels.shape == (3, 24, 32)
