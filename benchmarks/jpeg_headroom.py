@@ -10,8 +10,6 @@ onto the quantisation bins as `restore dejpeg` does.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from operators.jpeg import YCC_MATRIX, quantisation_projection
@@ -20,6 +18,8 @@ from restore.bench.suite import PROTOCOL_SIZE, TASKS, load_reference, make_probl
 from restore.io import list_images
 from restore.metrics import psnr
 from restore.prior.schedule import timestep_for_sigma
+
+from jpeg_samplers import problem_arguments  # the same problems as jpeg_samplers.py
 
 SIGMAS = (0.05, 0.1, 0.15, 0.2, 0.3)
 
@@ -33,12 +33,7 @@ def swap_planes(into: torch.Tensor, source: torch.Tensor, planes: slice) -> torc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", default="../shared/datasets/bsds500/test")
-    parser.add_argument("--first", type=int, default=40)
-    parser.add_argument("--count", type=int, default=4)
-    parser.add_argument("--quality", type=int, default=10, choices=(10, 30))
-    args = parser.parse_args()
+    args = problem_arguments(__doc__).parse_args()
     denoiser = load_denoiser("default", "cpu", "auto")
     task = TASKS[f"jpeg{args.quality}"]
     scores: dict[str, list[float]] = {}

@@ -22,12 +22,18 @@ from restore.plan import make_plan, solve
 from holes import parse_method  # LABEL[:SAMPLER[:STEPS[:NAME=VALUE+...]]], as holes.py reads its methods
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def problem_arguments(description: str) -> argparse.ArgumentParser:
+    """The options that pick the problems: the images, the first and how many, the quality (jpeg10 or jpeg30)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default="../shared/datasets/bsds500/test")
     parser.add_argument("--first", type=int, default=40)
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--quality", type=int, default=10, choices=(10, 30))
+    return parser
+
+
+def main() -> None:
+    parser = problem_arguments(__doc__)
     parser.add_argument("--methods", nargs="+", default=["reddiff"])
     args = parser.parse_args()
     denoiser = load_denoiser("default", "cpu", "auto")
