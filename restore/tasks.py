@@ -554,6 +554,8 @@ def phase(oversample: float, noise_sigma: float | None, simulate_input: bool, re
     """
     from operators.phase import best_of_ambiguities, padding
 
+    if not (oversample > 0 and math.isfinite(oversample)):
+        raise RestoreError(f"--oversample must be a number > 0 (2: a quarter of the side padded on each side), got {oversample:g}")
     sigma = noise_sigma_for("phase", noise_sigma, simulate_input)
     check_noise_sigma(sigma)
     noise = GaussianNoise(sigma) if sigma else NoNoise()  # the magnitudes are already in the [0, 1] image's units

@@ -378,6 +378,8 @@ def test_phase_retrieval_from_magnitudes_and_its_clear_errors(images, tiny_prior
     np.save(tmp_path / "odd.npy", np.ones((1, 35, 35), dtype=np.float32))  # no side pads to 35 at oversample 2
     odd = invoke("phase", tmp_path / "odd.npy", "--out", tmp_path / "z", *fast(tiny_prior))
     assert "no image side pads to 35 at oversample 2" in odd.output
+    zero = invoke("phase", tmp_path / "odd.npy", "--oversample", "0", "--out", tmp_path / "w", *fast(tiny_prior))
+    assert zero.exit_code == 1 and "--oversample must be a number > 0" in zero.output
 
 
 def test_a_jpeg_grid_shows_the_decoded_file(images, tiny_prior, tmp_path):
