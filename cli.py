@@ -553,6 +553,7 @@ def bench(
     baselines: Annotated[bool, typer.Option(help="Also run each task's classical baseline (bicubic, Wiener, biharmonic, TV, zero-filled, FBP).")] = True,
     samples: Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 scores their mean (the MMSE estimate, labelled NAME+meanN) at N times the cost.")] = 1,
     best_of: Annotated[int, typer.Option(min=1, help="Posterior samples per image of which the one closest to the truth is scored (an oracle choice, labelled NAME+bestN: DPS and DAPS report phase retrieval as the best of 4).")] = 1,
+    best_fit_of: Annotated[int, typer.Option(min=1, help="Posterior samples per image of which the one that fits the measurement best (lowest ‖A(x) − y‖) is scored: a choice without the truth, labelled NAME+fitN.")] = 1,
     prior: Prior = "default",
     out: Annotated[Path, typer.Option(help="Results folder: results.csv, summary.md, a picture per task. Rerunning resumes.")] = Path("bench_results"),
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N images.", show_default=False)] = None,
@@ -571,7 +572,7 @@ def bench(
     from restore.shard import Shard
 
     task_list = suite.parse_tasks(tasks)
-    methods = suite.parse_methods(samplers, baselines, samples, best_of)
+    methods = suite.parse_methods(samplers, baselines, samples, best_of, best_fit_of)
     files = list_images(images)[:limit]
     check_out(out, images)
     group = distributed_group()

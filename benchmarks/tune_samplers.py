@@ -60,7 +60,7 @@ def main() -> None:
                 for i, path in enumerate(files)]
     method = suite.parse_methods(args.sampler, False, args.samples, args.best_of)[0]
     baseline_method = suite.Method("baseline")
-    baseline = [float(psnr(suite.scored_estimate(task, baseline_method, task.baseline(p)[None], p.x), p.x)) for p in problems]
+    baseline = [float(psnr(suite.scored_estimate(task, baseline_method, task.baseline(p)[None], [p]), p.x)) for p in problems]
     print(f"baseline ({task.baseline_name}): PSNR {sum(baseline) / len(baseline):.2f} ({', '.join(f'{b:.2f}' for b in baseline)})")
     results = []
     for steps in args.steps:
@@ -70,8 +70,8 @@ def main() -> None:
             start = time.time()
             scores = []
             for p in problems:
-                result = suite.solve_problems(Plan(task.family, args.sampler, steps, params, max(args.samples, args.best_of)), denoiser, [p])
-                x_hat = suite.scored_estimate(task, method, result.samples, p.x)
+                result = suite.solve_problems(Plan(task.family, args.sampler, steps, params, method.samples), denoiser, [p])
+                x_hat = suite.scored_estimate(task, method, result.samples, [p])
                 scores.append((float(psnr(x_hat, p.x)), float(ssim(x_hat, p.x))))
             seconds = (time.time() - start) / len(problems)
             mean_psnr = sum(s[0] for s in scores) / len(scores)

@@ -96,7 +96,7 @@ def test_baselines_are_deterministic_and_beat_the_raw_measurement(two_images, ta
     other_image = suite.make_problem(suite.TASKS[task], x, 2)
     if task in ("mblur", "random70"):  # kernel and mask follow the image index (a 64-px box has one place)
         assert not torch.equal(first.operator.A(first.x), other_image.operator.A(first.x))
-    assert psnr(suite.scored_estimate(suite.TASKS[task], suite.Method("baseline"), a[None], first.x), first.x) > 18
+    assert psnr(suite.scored_estimate(suite.TASKS[task], suite.Method("baseline"), a[None], [first]), first.x) > 18
     if task in ("denoise", "box", "random70"):
         assert psnr(a.clamp(-1, 1), first.x) > psnr(first.y, first.x)  # better than doing nothing
 
@@ -207,23 +207,29 @@ def test_blind_task_hides_the_kernel_and_counts_the_estimate(two_images, tiny_pr
     # the classical blind baseline, aligned as blind methods are scored, beats the blurry measurement on a real photo
     task = suite.TASKS["mblur-blind"]
     problem = suite.make_problem(task, suite.load_reference(two_images / "camera.png", 128), 0)
-    x_hat = suite.scored_estimate(task, suite.Method("baseline"), task.baseline(problem)[None], problem.x)
+    x_hat = suite.scored_estimate(task, suite.Method("baseline"), task.baseline(problem)[None], [problem])
     assert psnr(x_hat, problem.x).item() > psnr(problem.y, problem.x).item() + 1
 
 
-def test_best_of_scores_the_sample_closest_to_the_truth():
+def test_best_of_scores_the_sample_closest_to_the_truth_and_best_fit_the_one_that_fits_y():
     """--best-of N: of each image's N samples the one of highest PSNR, after the task's alignment (phase retrieval's
-    180° rotation); --samples N: their mean."""
-    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    180° turn); --best-fit-of N: the one whose A(x̂) is closest to y; --samples N: their mean."""
+    from operators.phase import PhaseRetrieval
+    from restore.noise import GaussianNoise
+
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.8
+    op = PhaseRetrieval((3, 8, 8))
+    problems = [suite.Problem(b, str(b), x[b : b + 1], op, op.A(x[b : b + 1]), GaussianNoise(0.05)) for b in range(2)]
     good, poor = x + 0.01, x + 0.3
     samples = torch.stack([torch.stack([poor[0], good[1].flip(-2, -1)]), torch.stack([good[0], poor[1]])])  # (K=2, B=2)
     task = suite.TASKS["phase"]
-    best = suite.scored_estimate(task, suite.parse_methods("dps", False, best_of=2)[0], samples, x)
-    assert torch.allclose(best, good.clamp(-1, 1))  # image 1's best sample was upside down: turned back
-    mean = suite.scored_estimate(suite.TASKS["denoise"], suite.parse_methods("dps", False, samples=2)[0], samples, x)
+    for method in suite.parse_methods("dps", False, best_of=2) + suite.parse_methods("dps", False, best_fit_of=2):
+        # image 1's best sample came out upside down: chosen all the same, and turned back
+        assert torch.allclose(suite.scored_estimate(task, method, samples, problems), good), method.label
+    mean = suite.scored_estimate(suite.TASKS["denoise"], suite.parse_methods("dps", False, samples=2)[0], samples, problems)
     assert torch.allclose(mean, samples.mean(dim=0).clamp(-1, 1))
-    labels = [m.label for m in suite.parse_methods("dps:50,daps", False, best_of=4)]
-    assert labels == ["dps:50+best4", "daps+best4"]
+    labels = [m.label for m in suite.parse_methods("dps:50,daps", False, best_of=4) + suite.parse_methods("dps", False, best_fit_of=3)]
+    assert labels == ["dps:50+best4", "daps+best4", "dps+fit3"]
     with pytest.raises(RestoreError, match="give one of them"):
         suite.parse_methods("dps", False, samples=2, best_of=2)
 
@@ -233,10 +239,15 @@ def test_phase_rows_report_the_single_sample_and_the_best_of_n(two_images, tiny_
     common = ["bench", two_images, "--prior", tiny_prior, "--size", 32, "--steps", "2", "--tasks", "phase",
               "--samplers", "dps", "--limit", "1", "--quiet", "--out", out]
     assert invoke(*common).exit_code == 0
-    result = invoke(*common, "--no-baselines", "--best-of", "2")
-    assert result.exit_code == 0, result.output
+    for option in ("--best-of", "--best-fit-of"):
+        result = invoke(*common, "--no-baselines", option, "2")
+        assert result.exit_code == 0, result.output
     rows = {r["method"]: r for r in read_results(out)}
-    assert set(rows) == {"baseline", "dps", "dps+best2"} and all(r["status"] == "ok" for r in rows.values())
+    assert set(rows) == {"baseline", "dps", "dps+best2", "dps+fit2"} and all(r["status"] == "ok" for r in rows.values())
+    assert float(rows["dps+best2"]["psnr"]) >= float(rows["dps+fit2"]["psnr"])  # the oracle is never beaten
+    blind = invoke(*common[:9], "mblur-blind", *common[10:], "--no-baselines", "--best-fit-of", "2")  # A is hidden there
+    assert blind.exit_code == 0, blind.output
+    assert {r["status"] for r in read_results(out) if r["task"] == "mblur-blind"} == {"n/a"}
     assert int(rows["dps+best2"]["nfe"]) == 2 * int(rows["dps"]["nfe"])
     summary = (out / "summary.md").read_text()
     assert "HIO" in summary and "oracle" in summary and "180° turn" in summary

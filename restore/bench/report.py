@@ -79,9 +79,10 @@ def summary_markdown(rows: Sequence[Row], settings: dict, grids: dict[str, list[
                          f"{_format(e['ssim'], 4, e['ssim'] == best_ssim)} | {_format(e['lpips'], 4, e['lpips'] == best_lpips)} | "
                          f"{e['nfe']} | {e['seconds']:.2f} |")
     notes = []
-    if any("+best" in e["method"] for e in table):
-        notes.append("NAME+bestN: of N posterior samples per image, the one of highest PSNR against the truth — an oracle "
-                     "choice, the way DPS and DAPS report phase retrieval; NAME alone is one sample.")
+    if any("+best" in e["method"] or "+fit" in e["method"] for e in table):
+        notes.append("Of N posterior samples per image, NAME+bestN scores the one of highest PSNR against the truth — an "
+                     "oracle choice, the way DPS and DAPS report phase retrieval — and NAME+fitN the one whose measurement "
+                     "fits y best (no truth needed); NAME alone is one sample.")
     aligned = sorted({e["task"] for e in table if e["task"] in TASKS and TASKS[e["task"]].align is not None})
     if aligned:
         notes.append(f"{', '.join(aligned)}: scored after undoing what the measurement cannot tell (a blind estimate's "

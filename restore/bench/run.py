@@ -23,7 +23,7 @@ from torch import Tensor
 import operators
 
 from restore.bench.suite import (PROTOCOL_SIZE, TV_WEIGHT, WIENER_BALANCE, BenchTask, Method, Problem, blind_operator, load_reference,
-                                 make_problem, method_plan, scored_estimate, solve_problems)
+                                 best_fit, make_problem, method_plan, scored_estimate, solve_problems)
 from restore.blind import estimate_nfe, kernel_size_for
 from restore.errors import USER_ERRORS, RestoreError
 from restore.io import atomic_write, write_image
@@ -255,6 +255,9 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
         if method.sampler is None:
             samples = torch.cat([task.baseline(p) for p in problems])[None]
         else:
+            if method.pick is best_fit and task.hidden_kernel:
+                return [Row(task.name, method.label, p.name, p.index, "n/a", config=config,
+                            error="the best fit needs the operator, which this task hides") for p in problems]
             if get_sampler(method.sampler).needs_svd and not problems[0].operator.has_svd:
                 return [Row(task.name, method.label, p.name, p.index, "n/a", error=f"{method.sampler} needs an SVD",
                             config=config) for p in problems]
@@ -272,7 +275,7 @@ def run_method(task: BenchTask, method: Method, config: str, problems: list[Prob
         return [Row(task.name, method.label, p.name, p.index, "failed", error=failure_text(err), config=config) for p in problems]
     seconds = (time.time() - start) / len(problems)
     x = torch.cat([p.x for p in problems])
-    x_hat = scored_estimate(task, method, samples, x)
+    x_hat = scored_estimate(task, method, samples, problems)
     values = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
     values["lpips"] = lpips_distance(lpips, x_hat, x) if lpips is not None else torch.full((len(problems),), math.nan)
     values |= task_measures(task.family, [p.operator for p in problems], x_hat, x)

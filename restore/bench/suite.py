@@ -189,24 +189,45 @@ class Method:
     steps: int | None = None  # None: the (sampler, task) default
     #: posterior samples per image; the restoration scored is their mean (the MMSE estimate)
     samples: int = 1
-    #: score the sample closest to the truth instead of the mean (an oracle choice: DPS and DAPS report phase
-    #: retrieval as the best of 4 runs by PSNR)
-    best_of_samples: bool = False
+    #: (samples (K, B, C, H, W), problems) → the sample scored per image (B,) instead of their mean:
+    #: :func:`closest_to_truth` (the oracle) or :func:`best_fit` (a choice without the truth); None: the mean
+    pick: Callable[[Tensor, list[Problem]], Tensor] | None = None
 
 
-def parse_methods(samplers: str, baselines: bool = True, samples: int = 1, best_of: int = 1) -> list[Method]:
-    """The baseline (if asked) and each ``NAME[:STEPS]`` of ``samplers``, labelled ``NAME[:STEPS]+meanN``
-    when scored on the mean of ``samples`` > 1 posterior samples, ``NAME[:STEPS]+bestN`` on the best of ``best_of`` > 1."""
-    if samples > 1 and best_of > 1:
-        raise RestoreError("--samples scores the mean of the samples, --best-of the best one: give one of them")
+def closest_to_truth(samples: Tensor, problems: list[Problem]) -> Tensor:
+    """Per image, the sample of lowest squared error to the truth (highest PSNR): an oracle choice, the way DAPS's
+    evaluation reports phase retrieval (the best of 4 runs)."""
+    x = torch.cat([p.x for p in problems]).to(samples.dtype)
+    return (samples - x).square().flatten(2).mean(dim=2).argmin(dim=0)
+
+
+def best_fit(samples: Tensor, problems: list[Problem]) -> Tensor:
+    """Per image, the sample whose measurement A(x̂) lies closest to y: a choice a user can make without the truth, as
+    HIO keeps the restart of lowest misfit."""
+    with torch.no_grad():
+        misfits = [[float((p.operator.A(s[b : b + 1].to(p.y.dtype)) - p.y).abs().square().sum()) for b, p in enumerate(problems)]
+                   for s in samples]
+    return torch.tensor(misfits).argmin(dim=0)
+
+
+def parse_methods(samplers: str, baselines: bool = True, samples: int = 1, best_of: int = 1, best_fit_of: int = 1) -> list[Method]:
+    """The baseline (if asked) and each ``NAME[:STEPS]`` of ``samplers``, labelled ``NAME[:STEPS]+meanN`` when scored
+    on the mean of ``samples`` > 1 posterior samples, ``+bestN`` on the one closest to the truth of ``best_of`` > 1,
+    ``+fitN`` on the one that fits the measurement best of ``best_fit_of`` > 1."""
+    ways = {"mean": (samples, None), "best": (best_of, closest_to_truth), "fit": (best_fit_of, best_fit)}
+    chosen = [(suffix, n, pick) for suffix, (n, pick) in ways.items() if n > 1]
+    if len(chosen) > 1:
+        raise RestoreError("--samples (their mean), --best-of (the closest to the truth) and --best-fit-of (the best fit) "
+                           "score the samples in different ways: give one of them")
+    suffix, count, pick = chosen[0] if chosen else ("", 1, None)
     methods = [Method("baseline")] if baselines else []
     for item in (s.strip() for s in samplers.split(",") if s.strip()):
         name, _, steps = item.partition(":")
         get_sampler(name)  # an unknown name is an error that lists the samplers
         if steps and not (steps.isdigit() and int(steps) > 0):
             raise RestoreError(f"'{item}': the steps after ':' must be a positive whole number")
-        label = item if samples == best_of == 1 else f"{item}+mean{samples}" if samples > 1 else f"{item}+best{best_of}"
-        methods.append(Method(label, name, int(steps) if steps else None, max(samples, best_of), best_of > 1))
+        label = f"{item}+{suffix}{count}" if suffix else item
+        methods.append(Method(label, name, int(steps) if steps else None, count, pick))
     if not methods:
         raise RestoreError("nothing to run: give --samplers or keep --baselines")
     return methods
@@ -261,15 +282,16 @@ def solve_problems(plan: Plan, denoiser, problems: list[Problem]) -> PosteriorSa
     return solve(plan, denoiser, operator, y, noise=problems[0].noise, indices=[p.index for p in problems])
 
 
-def scored_estimate(task: BenchTask, method: Method, samples: Tensor, x: Tensor) -> Tensor:
-    """The restoration a method is scored on, from its posterior samples (K, B, C, H, W) of the truths x (B, C, H, W):
-    their mean, or the sample of highest PSNR (``method.best_of_samples``); in the image range, aligned (``task.align``)."""
+def scored_estimate(task: BenchTask, method: Method, samples: Tensor, problems: list[Problem]) -> Tensor:
+    """The restoration a method is scored on, from its posterior samples (K, B, C, H, W) of the problems: their mean,
+    or the sample ``method.pick`` chooses; in the image range, aligned to the truth (``task.align``)."""
+    x = torch.cat([p.x for p in problems])
+
     def aligned(x_hat: Tensor) -> Tensor:
         x_hat = (x_hat.real if x_hat.is_complex() else x_hat).float().cpu().clamp(-1, 1)
         return x_hat if task.align is None else task.align(x_hat, x).clamp(-1, 1)
 
-    if not method.best_of_samples:
+    if method.pick is None:
         return aligned(samples.mean(dim=0))
-    candidates = torch.stack([aligned(s) for s in samples])  # (K, B, C, H, W)
-    errors = (candidates - x).square().flatten(2).mean(dim=2)  # (K, B): the lowest error is the highest PSNR
-    return candidates[errors.argmin(dim=0), torch.arange(x.shape[0])]
+    candidates = torch.stack([aligned(s) for s in samples])  # the oracle compares them to the truth as they are scored
+    return candidates[method.pick(candidates, problems), torch.arange(x.shape[0])]
