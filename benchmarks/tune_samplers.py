@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--grid", nargs="*", default=[], help="NAME=V1,V2,… per hyperparameter")
     parser.add_argument("--samples", type=int, default=1, help="score the mean of this many posterior samples")
     parser.add_argument("--best-of", type=int, default=1, help="score the best of this many posterior samples (oracle)")
+    parser.add_argument("--best-fit-of", type=int, default=1, help="score the best-fitting of this many posterior samples")
     parser.add_argument("--prior", default="default")
     parser.add_argument("--precision", default="fp32", help="fp32 (the sweeps before session 14), or auto as restore bench runs")
     args = parser.parse_args()
@@ -58,7 +59,7 @@ def main() -> None:
     files = list_images(args.images)[args.first : args.first + args.count]
     problems = [suite.make_problem(task, suite.load_reference(path, suite.PROTOCOL_SIZE), args.first + i, path.stem)
                 for i, path in enumerate(files)]
-    method = suite.parse_methods(args.sampler, False, args.samples, args.best_of)[0]
+    method = suite.parse_methods(args.sampler, False, args.samples, args.best_of, args.best_fit_of)[0]
     baseline_method = suite.Method("baseline")
     baseline = [float(psnr(suite.scored_estimate(task, baseline_method, task.baseline(p)[None], [p]), p.x)) for p in problems]
     print(f"baseline ({task.baseline_name}): PSNR {sum(baseline) / len(baseline):.2f} ({', '.join(f'{b:.2f}' for b in baseline)})")
