@@ -468,10 +468,10 @@ def phase(
     """Recover an image from the magnitudes of its zero-padded Fourier transform (phase retrieval; nonlinear).
 
     The magnitudes are those of the centred, orthonormal DFT of the [0, 1] image, zero-padded (DAPS's convention).
-    Default: DAPS (100 network evaluations); DPS and RED-Diff also take it, the linear samplers refuse it. The magnitudes cannot
-    tell an image from its 180° rotation: with --reference (or --simulate) the result is turned to match, and
-    --num-samples turns the samples to agree before their mean and uncertainty map. On photographs expect the scene's
-    large shapes at best; the papers report this task as the best of 4 runs.
+    Default: DAPS (100 network evaluations); DPS and RED-Diff also take it, the linear samplers refuse it. The
+    magnitudes cannot tell an image from its 180° rotation: with --reference (or --simulate) the result is turned to
+    match, and --num-samples turns the samples to agree before their mean and uncertainty map. On photographs expect
+    the scene's large shapes at best; the papers report this task as the best of 4 runs.
     """
     from restore import tasks
 
