@@ -145,7 +145,7 @@ def hole_radius(op: Inpainting, limit: int | None = None) -> int:
     """The depth of the deepest hole, over the batch: how many pixels (chessboard distance) the missing pixel
     farthest from any kept one lies from them; 0 when nothing is missing. ``limit``: stop counting there."""
     covered = (op.mask > 0.5).any(dim=1, keepdim=True).to(torch.float32)
-    if not bool(covered.all()) and not bool(covered.flatten(1).any(dim=1).all()):
+    if not bool(covered.flatten(1).any(dim=1).all()):
         return max(op.in_shape[1:]) if limit is None else limit  # an image with no kept pixel at all
     radius = 0
     while not bool(covered.all()) and (limit is None or radius < limit):

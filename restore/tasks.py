@@ -563,11 +563,11 @@ def phase(oversample: float, noise_sigma: float | None, simulate_input: bool, re
     references = references_from(reference)
 
     def image_side(padded: int, name: str) -> int:
-        sides = [n for n in range(1, padded) if n + 2 * padding(oversample, n) == padded]
-        if not sides:
+        side = next((n for n in range(1, padded) if n + 2 * padding(oversample, n) == padded), None)  # at most one
+        if side is None:
             raise RestoreError(f"{name}: no image side pads to {padded} at oversample {oversample:g}; give the "
                                "--oversample the magnitudes were measured with")
-        return sides[-1]
+        return side
 
     def prepare(path: Path, index: int) -> Item:
         if simulate_input:
