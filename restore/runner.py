@@ -40,7 +40,7 @@ from restore.io import atomic_write, make_folder, remove_stale_temporaries, save
 from restore.metrics import compute_metrics
 from restore.plan import Plan, Request, make_plan, solve
 from restore.records import as_float, check_same_settings, failure_text, json_text, nan_mean
-from restore.shard import Shard, claim, release
+from restore.shard import Shard, claim, release, stale
 from restore.tasks import Item, Prepare
 
 RECORDS = ".records"
@@ -137,6 +137,12 @@ def output_paths(out: Path, name: str, num_samples: int = 1) -> dict[str, Path]:
     return paths | {f"sample{k}": out / "samples" / str(k) / f"{name}.png" for k in range(1, num_samples + 1)}
 
 
+def being_written(record: Path) -> bool:
+    """Whether a live restore process has claimed the image whose record is ``record`` (restore.shard)."""
+    claim_file = record.with_suffix(".claim")
+    return claim_file.exists() and not stale(claim_file)
+
+
 def check_outputs(out: Path, inputs: Sequence[Path], reads: Sequence[Path] = (), num_samples: int = 1) -> None:
     """Refuse, before any work, an output folder whose files would overwrite anything restore did not write.
 
@@ -156,6 +162,8 @@ def check_outputs(out: Path, inputs: Sequence[Path], reads: Sequence[Path] = (),
     check_unique_names(inputs)
     for path in inputs:
         paths = output_paths(out, path.stem, num_samples)
+        if being_written(paths["record"]):
+            continue  # another restore process holds it (a shard of this run): its record follows its files
         ours = written_by_restore(paths["record"])
         for kind, file in paths.items():
             if file.resolve() in read_files:

@@ -201,3 +201,28 @@ def test_bench_under_torchrun_rank_zero_merges_and_reports(five, tiny_prior, tmp
     torchrun_two(bench_command(five, launched, tiny_prior))
     assert bench_rows(launched) == bench_rows(single) and (launched / "summary.md").is_file()
     assert not list(launched.glob("results.part*.csv"))
+
+
+def test_an_image_another_live_process_is_writing_does_not_stop_a_second_shard(tmp_path):
+    """Shard 2 starts while shard 1 is between writing an image and writing its record: the image's live claim
+    says restore is writing it, so the check before any work lets it be (it refused it once, under load in CI);
+    without a claim, or with a dead process's, the same file is refused."""
+    from restore.runner import check_outputs, output_paths
+
+    inputs = [tmp_path / "in" / "a.png"]
+    write_image(inputs[0], torch.zeros(3, 8, 8))
+    out = tmp_path / "out"
+    paths = output_paths(out, "a")
+    write_image(paths["restoration"], torch.zeros(3, 8, 8))
+    with pytest.raises(RestoreError, match="has no record of writing it"):
+        check_outputs(out, inputs)
+    holder = {"host": __import__("socket").gethostname(), "time": time.time()}
+    claim_file = paths["record"].with_suffix(".claim")
+    claim_file.parent.mkdir(parents=True, exist_ok=True)
+    claim_file.write_text(json.dumps({**holder, "pid": os.getppid()}))  # alive, and not this process
+    check_outputs(out, inputs)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    claim_file.write_text(json.dumps({**holder, "pid": dead.pid}))
+    with pytest.raises(RestoreError, match="has no record of writing it"):
+        check_outputs(out, inputs)
