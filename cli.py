@@ -121,7 +121,7 @@ PROTOCOL_TASKS = ("sr4", "gblur", "mblur", "box", "random70", "denoise", "mri4x"
 class TaskOptions:
     """The options every task command takes, declared once (``task_command`` adds them to each command)."""
 
-    sampler: Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm, daps, pyramid (coarse to fine); or dpir (one deterministic estimate, no posterior samples). Default: the best per network evaluation for the task (and for inpainting, the mask: see the command's help).", show_default=False)] = None
+    sampler: Annotated[Optional[str], typer.Option(help="Posterior sampler: ddrm, dps, reddiff, diffpir, ddnm, pigdm, daps, pyramid (coarse to fine); or dpir (one deterministic estimate, no posterior samples); deblock (JPEG files only: a trained deblocker). Default: the best per network evaluation for the task (and for inpainting, the mask: see the command's help).", show_default=False)] = None
     steps: Steps = None
     hyperparameters: Annotated[Optional[list[str]], typer.Option("--set", metavar="NAME=VALUE", help="A sampler hyperparameter NAME=VALUE over the task's default, e.g. --set lam=0.4 (dpir) or --set eta=0.5 (ddrm); repeatable. A wrong name lists the sampler's hyperparameters.", show_default=False)] = None
     prior: Prior = "default"
@@ -451,7 +451,9 @@ def dejpeg(
 ) -> None:
     """Remove JPEG artifacts, from the file's own quantisation tables and chroma subsampling (nothing to guess).
 
-    Default: DPIR (12 steps) whose data step is the projection onto the file's quantisation bins.
+    Default: the JPEG deblocker (--sampler deblock), the prior's network fine-tuned on JPEG files of photographs
+    (restore train-deblocker), in 128-pixel tiles; --prior is not used by it. The diffusion samplers
+    take the prior: dpir (its data step the projection onto the file's bins), reddiff, dps, daps.
     Progressive, arithmetic-coded, 12-bit and CMYK JPEGs are refused with a line saying so.
     """
     from restore import tasks
@@ -549,7 +551,7 @@ def metrics(
 def bench(
     images: Annotated[Path, typer.Argument(help="Folder of evaluation photographs (image i = i-th file in sorted order).", show_default=False)],
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks: the suite of ../shared/protocol.md (sr4, gblur, mblur, box, random70, denoise, mri4x, ct60, the default); also freeform (large free-form holes), colorize, jpeg10, jpeg30 (JPEG artifacts), phase (Fourier phase retrieval, scored after the better of the image and its 180° rotation) and mblur-blind (mblur with the kernel hidden: estimated, scored after the best shift).")] = ",".join(PROTOCOL_TASKS),
-    samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm, dpir, daps, pyramid); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir,dpir",
+    samplers: Annotated[str, typer.Option(help="Comma-separated samplers (ddrm, dps, reddiff, diffpir, ddnm, pigdm, dpir, daps, pyramid, deblock); NAME:STEPS sets one's steps, e.g. dps:100.")] = "ddrm,diffpir,dpir",
     baselines: Annotated[bool, typer.Option(help="Also run each task's classical baseline (bicubic, Wiener, biharmonic, TV, zero-filled, FBP).")] = True,
     samples: Annotated[int, typer.Option(min=1, help="Posterior samples per image; >1 scores their mean (the MMSE estimate, labelled NAME+meanN) at N times the cost.")] = 1,
     best_of: Annotated[int, typer.Option(min=1, help="Posterior samples per image of which the one closest to the truth is scored (an oracle choice, labelled NAME+bestN: DPS and DAPS report phase retrieval as the best of 4).")] = 1,
@@ -774,6 +776,40 @@ def train(
                              init_from=init_from, anneal_over_minutes=anneal, device=train_device,
                              compile_network=compile_network, on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
     say(f"{state.step} steps; EMA weights → {out} (config {out.with_suffix('.json')}, resume from {out.with_suffix('.ckpt')})")
+
+
+@app.command("train-deblocker")
+@user_errors
+def train_deblocker(
+    images: Annotated[list[Path], typer.Argument(help="Folders (or files) of training photographs.", show_default=False)],
+    out: Annotated[Path, typer.Option(help="Weights file to write (.safetensors); a resumable .ckpt and a .json go beside it.")],
+    minutes: Annotated[float, typer.Option(min=0.0, help="Train for this many minutes (the learning rate anneals to zero over them).")],
+    init_from: Annotated[str, typer.Option(help="The prior to start from: a name (restore priors) or a weights file of the same architecture.")] = "default",
+    exclude: Annotated[Optional[Path], typer.Option(help="A text file of image file names to leave out (a validation split).", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the crops, qualities and subsamplings.")] = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Fine-tune a prior into the JPEG deblocker of restore dejpeg (--sampler deblock --set weights=OUT): crops of the
+    photographs saved as JPEG at random qualities (5–100) and subsamplings, the network trained to give back the
+    photograph. Resumes from OUT's .ckpt when it exists."""
+    import dataclasses
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from restore.prior.deblocker import DeblockerTrainConfig, check_deblocker_request, train_deblocker as run_training
+    from restore.prior.registry import resolve
+
+    names = set(exclude.read_text().split()) if exclude else set()
+    start = resolve(init_from)[0]
+    check_deblocker_request(out, images, minutes, start)
+    config = dataclasses.replace(DeblockerTrainConfig(), seed=seed)
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed:.0f}"),
+               TextColumn("loss {task.fields[loss]:.5f}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=quiet) as bars:
+        task = bars.add_task("training", total=None, loss=float("nan"))
+        steps = run_training(images, out, init_from=start, minutes=minutes, config=config, exclude=names,
+                             on_step=lambda step, loss: bars.update(task, completed=step, loss=loss))
+    say(f"{steps} steps; EMA weights → {out} (use them: restore dejpeg FILE.jpg --sampler deblock --set weights={out})")
 
 
 if __name__ == "__main__":

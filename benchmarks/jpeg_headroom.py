@@ -14,12 +14,12 @@ import torch
 
 from operators.jpeg import YCC_MATRIX, quantisation_projection
 from restore.api import load_denoiser
-from restore.bench.suite import PROTOCOL_SIZE, TASKS, load_reference, make_problem
+from restore.bench.suite import PROTOCOL_SIZE, load_reference, make_problem
 from restore.io import list_images
 from restore.metrics import psnr
 from restore.prior.schedule import timestep_for_sigma
 
-from jpeg_samplers import problem_arguments  # the same problems as jpeg_samplers.py
+from jpeg_samplers import jpeg_task, problem_arguments  # the same problems as jpeg_samplers.py
 
 SIGMAS = (0.05, 0.1, 0.15, 0.2, 0.3)
 
@@ -35,7 +35,7 @@ def swap_planes(into: torch.Tensor, source: torch.Tensor, planes: slice) -> torc
 def main() -> None:
     args = problem_arguments(__doc__).parse_args()
     denoiser = load_denoiser("default", "cpu", "auto")
-    task = TASKS[f"jpeg{args.quality}"]
+    task = jpeg_task(args)
     scores: dict[str, list[float]] = {}
     for offset, path in enumerate(list_images(args.images)[args.first : args.first + args.count]):
         p = make_problem(task, load_reference(path, PROTOCOL_SIZE), args.first + offset, path.stem)

@@ -35,6 +35,7 @@ FASTER = [
     (r"--minutes 80\b", "--steps 2"),
     (r"--anneal-to 18800\b", "--anneal-to 4"),
     (r"--minutes 8\.5\b", "--minutes 0.01"),
+    (r"--minutes 75\b", "--minutes 0.01"),
     (r"--limit 10\b", "--limit 1 --size 64 --tasks sr4,denoise --steps 1"),
 ]
 

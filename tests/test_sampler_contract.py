@@ -95,7 +95,9 @@ CONTRACTS = {
                         ({"factors": (2, 4, 1)}, {"factors": (4, 2)}, {"restart_sigma": 0.0}, {"zeta": 1.5}, {"lam": 0.0},
                          {"cg_max_iter": 0}), steps=40, samples=256),
 }
-NAMES = sorted(SAMPLERS)
+#: the samplers of any measurement; a method for one kind of operator (``operator_type``: the JPEG deblocker) keeps
+#: its own contract in its test file, on that operator
+NAMES = sorted(name for name, info in SAMPLERS.items() if info.operator_type is None)
 
 
 def run(name: str, problem, *, params=None, steps: int = 20, k: int = 1, seed: int = 0, y=None, operator=None,
@@ -108,7 +110,7 @@ def run(name: str, problem, *, params=None, steps: int = 20, k: int = 1, seed: i
 
 
 def test_every_sampler_has_a_contract():
-    assert set(CONTRACTS) == set(SAMPLERS)
+    assert set(CONTRACTS) == set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

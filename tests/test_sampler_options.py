@@ -8,13 +8,20 @@ import pytest
 
 from restore.errors import RestoreError
 from restore.samplers import SAMPLERS
-from restore.samplers.defaults import TASKS, defaults_for, with_options
+from restore.samplers.defaults import TABLE, TASKS, defaults_for, with_options
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_has_defaults_for_every_task_it_can_take(sampler):
+    """A sampler of any measurement has a row for every task; one for a single kind of operator, for the tasks of it."""
+    tasks = set(TABLE[sampler]) - {key for key in TABLE[sampler] if "/" in key}
+    assert tasks == set(TASKS) if SAMPLERS[sampler].operator_type is None else tasks <= set(TASKS) and tasks
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_every_default_round_trips_through_its_text(sampler):
-    for task in TASKS:
-        params = defaults_for(sampler, task).params
+    for task, entry in TABLE[sampler].items():
+        params = entry.params
         texts = [f"{f.name}={getattr(params, f.name)}" for f in dataclasses.fields(params)
                  if getattr(params, f.name) is not None]
         assert with_options(params, texts, sampler) == params, (sampler, task)

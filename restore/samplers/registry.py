@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from restore.errors import RestoreError
-from restore.samplers import daps, ddnm, ddrm, diffpir, dpir, dps, pigdm, pyramid, reddiff
+from operators.jpeg import JPEG
+from restore.samplers import daps, ddnm, ddrm, deblock, diffpir, dpir, dps, pigdm, pyramid, reddiff
 from restore.samplers.base import Sampler
 
 
@@ -30,6 +31,8 @@ class SamplerInfo:
     samples_posterior: bool = True
     #: what to change when its restorations diverge (leave the image range far behind)
     divergence_hint: str = "use more steps or another sampler"
+    #: takes only operators of this type (None: any the flags above allow), e.g. a method trained on JPEG files
+    operator_type: type | None = None
 
 
 SAMPLERS: dict[str, SamplerInfo] = {info.name: info for info in (
@@ -61,6 +64,10 @@ SAMPLERS: dict[str, SamplerInfo] = {info.name: info for info in (
                 divergence_hint="lower the Langevin step size lr (--set lr=...)",
                 paper="Zhang, Chu, Berner, Meng, Anandkumar, Song. Improving Diffusion Inverse Problem "
                       "Solving with Decoupled Noise Annealing. CVPR 2025"),
+    SamplerInfo("deblock", deblock.deblock_jpeg, deblock.DeblockParams, needs_linear=False, nfe=deblock.deblock_nfe,
+                samples_posterior=False, operator_type=JPEG,
+                paper="this project's JPEG deblocker: the prior's network fine-tuned on JPEG files of BSDS500 "
+                      "photographs (restore.prior.deblocker), with an optional geometric self-ensemble"),
 )}
 
 
@@ -81,7 +88,8 @@ def check_num_samples(info: SamplerInfo, num_samples: int) -> None:
 def able_for(info: SamplerInfo, operator) -> bool:
     """Whether the sampler can take the operator."""
     return ((operator.linear or not info.needs_linear) and (operator.has_prox or not info.needs_prox)
-            and (operator.has_svd or not info.needs_svd))
+            and (operator.has_svd or not info.needs_svd)
+            and (info.operator_type is None or isinstance(operator, info.operator_type)))
 
 
 def check_operator(info: SamplerInfo, operator) -> None:
@@ -90,6 +98,10 @@ def check_operator(info: SamplerInfo, operator) -> None:
         able = [n for n, s in SAMPLERS.items() if able_for(s, operator)]
         what = "a linear operator" if info.needs_linear else "an operator with a data-consistency step (prox_l2)"
         raise RestoreError(f"{info.name} needs {what}, and '{operator.spec}' is not one; use one of: {', '.join(able)}")
+    if info.operator_type is not None and not isinstance(operator, info.operator_type):
+        able = [n for n, s in SAMPLERS.items() if able_for(s, operator)]
+        raise RestoreError(f"{info.name} works only on {info.operator_type.name} measurements, and '{operator.spec}' "
+                           f"is not one; use one of: {', '.join(able)}")
     if info.needs_svd and not operator.has_svd:
         able = [n for n, s in SAMPLERS.items() if able_for(s, operator)]
         hint = f" ({operator.svd_hint})" if getattr(operator, "svd_hint", "") else ""
