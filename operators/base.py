@@ -53,6 +53,9 @@ class Operator(nn.Module):
     has_prox: ClassVar[bool] = False
     #: True for subclasses of SVDOperator (what DDRM needs)
     has_svd: ClassVar[bool] = False
+    #: a nonlinear operator's ``pinv(y)``: the image its measurement decodes to (a JPEG's decoder), which DDNM's
+    #: null-space step uses as h† (Kawar et al. 2022, "JPEG Artifact Correction using DDRM"); linear ones have A_pinv
+    has_decoder: ClassVar[bool] = False
     #: True when images are complex (e.g. MRI with complex images); real otherwise
     complex_input: bool = False
 
@@ -120,7 +123,8 @@ class Operator(nn.Module):
 class NonlinearOperator(Operator):
     """y = A(x) for a differentiable, not necessarily linear A (JPEG, phase retrieval).
 
-    Only samplers that need nothing but A and its gradient (DPS, RED-Diff, DAPS) can use one.
+    Samplers that need nothing but A and its gradient (DPS, RED-Diff, DAPS) take any; those that need a
+    data-consistency step (``has_prox``: DPIR, DiffPIR) or a decoder (``has_decoder``: DDNM) take one that has it.
     """
 
     linear: ClassVar[bool] = False

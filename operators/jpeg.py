@@ -899,6 +899,7 @@ class JPEG(NonlinearOperator):
         return smooth + (self.A_exact(x) - smooth).detach()
 
     has_prox: ClassVar[bool] = True
+    has_decoder: ClassVar[bool] = True
 
     def prox_l2(self, z: Tensor, y: Tensor, rho: float | Tensor = 0.0, *, tol: float = 1e-3, max_iter: int = 1000) -> Tensor:
         """The data-consistency step of plug-and-play samplers: z projected onto the images y's coefficients allow

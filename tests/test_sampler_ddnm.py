@@ -268,3 +268,22 @@ def test_time_travel_longer_than_the_run_is_refused(gaussian_problem):
     p = gaussian_problem("bicubic:2", SIGMA)
     with pytest.raises(RestoreError, match="travel_length=5 must be smaller than steps=5"):
         run(p, 1, steps=5, params=DDNMParams(travel_length=5, travel_repeat=2))
+
+
+def test_on_a_jpeg_file_the_result_re_encodes_to_the_files_coefficients(tiny_prior):
+    """DDRM-JPEG's step (h†(h(x̂0)) - h†(y) for A⁺(A x̂0 - y)) swaps x̂0's quantised coefficients for the file's, so
+    whatever the prior draws (here a random network), the result lies in the file's quantisation bins."""
+    from operators.jpeg import JPEG, JPEGTables
+    from restore.prior.registry import load_prior
+    from restore.samplers.ddnm import DDNMParams, ddnm
+
+    x = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(1)) * 2 - 1
+    x = ((x + 1) * 127.5).round() / 127.5 - 1
+    op = JPEG(JPEGTables.standard(30), (3, 32, 32))
+    y = op.A_exact(x)
+    out = ddnm(load_prior(tiny_prior), op, y, noise=GaussianNoise(0.0), steps=5,
+               generator=torch.Generator().manual_seed(0), params=DDNMParams())
+    same = float((op.A_exact(out.clamp(-1, 1)) == y).float().mean())
+    assert same > 0.9, same
+    start = torch.randn((1, 3, 32, 32), generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
+    assert float((op.A_exact(start) == y).float().mean()) < same - 0.2  # an image from elsewhere does not (0.58)

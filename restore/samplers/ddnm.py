@@ -30,6 +30,11 @@ operator). For complex measurements σ_y is per complex sample, i.e. σ_y/√2 p
 scalar noise level is scaled accordingly. This approximation treats the null space like the range
 (it gets the reduced noise too) — exact only when all nonzero singular values are equal.
 
+A nonlinear operator with a decoder h† (a JPEG: dequantise and inverse DCT) takes the same scalar step with
+h†(h(x̂0)) - h†(y) for A⁺(A x̂0 - y) and σ_y = 0: x̂0's quantised coefficients are swapped for the file's, the
+JPEG variant of DDRM (Kawar, Song, Ermon & Elad 2022, "JPEG Artifact Correction using Denoising Diffusion
+Restoration Models").
+
 The last step goes to σ' = 0 (ᾱ = 1): the result is the corrected x̂0 of the last evaluation, so a
 noiseless result satisfies A x = y exactly (SVD operators) or to the CG tolerance of ``A_pinv``.
 
@@ -167,7 +172,7 @@ class ScalarCorrection:
         self.pinv_options = {} if p.cg_max_iter is None else {"max_iter": p.cg_max_iter}
         dtype, batch = y.real.dtype, self.shape[0]
         self.noise_level = torch.zeros(batch, *([1] * len(self.shape[1:])), dtype=dtype, device=y.device)
-        if sigma_y > 0:
+        if sigma_y > 0 and operator.linear:  # a decoder's (JPEG's) rounding is taken as exact, as Kawar et al. 2022 do
             s_eff = (torch.full((batch,), float(p.effective_singular_value), dtype=dtype, device=y.device)
                      if p.effective_singular_value is not None else effective_singular_value(operator, y))
             per_real_part = sigma_y / math.sqrt(2) if y.is_complex() else sigma_y
@@ -177,11 +182,18 @@ class ScalarCorrection:
     def image(self, state: Tensor) -> Tensor:
         return state
 
+    def back_projection(self, x0: Tensor) -> Tensor:
+        """What x̂0 has of the range of A beyond what y says: A⁺(A x̂0 - y); for a nonlinear operator with a decoder
+        h† (a JPEG's), h†(h(x̂0)) - h†(y), which swaps x̂0's quantised coefficients for the file's (DDRM-JPEG)."""
+        if self.operator.linear:
+            return self.operator.A_pinv(self.operator.A(x0) - self.y, **self.pinv_options)
+        return self.operator.pinv(self.operator.A(x0)) - self.operator.pinv(self.y)
+
     def step(self, state: Tensor, x0: Tensor, fresh: Tensor, sigma_t: float, sigma_next: float) -> Tensor:
         keep_eps = math.sqrt(1 - self.eta**2)
         above = sigma_next >= self.noise_level  # (B, 1, 1, 1)
         lam = torch.where(above, torch.ones_like(self.noise_level), sigma_next * keep_eps / self.noise_level.clamp_min(1e-30))
-        correction = self.operator.A_pinv(self.operator.A(x0) - self.y, **self.pinv_options)
+        correction = self.back_projection(x0)
         x0_hat = x0 - lam * (correction.real if correction.is_complex() else correction)
         gamma = torch.where(above, (sigma_next**2 - self.noise_level**2).clamp_min(0).sqrt(), torch.zeros_like(self.noise_level))
         eps = (state - x0) / sigma_t

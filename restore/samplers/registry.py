@@ -23,6 +23,8 @@ class SamplerInfo:
     needs_linear: bool = True
     #: uses the operator's data-consistency step ``prox_l2`` (linear operators have one; so does a JPEG's, a projection)
     needs_prox: bool = False
+    #: without ``needs_linear``: takes a nonlinear operator only when it has a decoder (``has_decoder``: a JPEG's)
+    needs_decoder: bool = False
     #: differentiates through the network (vector-Jacobian products): slower and needs more memory
     backprop_network: bool = False
     #: network evaluations per image for a number of steps and the hyperparameters
@@ -38,7 +40,7 @@ class SamplerInfo:
 SAMPLERS: dict[str, SamplerInfo] = {info.name: info for info in (
     SamplerInfo("ddrm", ddrm.ddrm, ddrm.DDRMParams, needs_svd=True,
                 paper="Kawar, Elad, Ermon, Song. Denoising Diffusion Restoration Models. NeurIPS 2022"),
-    SamplerInfo("ddnm", ddnm.ddnm, ddnm.DDNMParams, nfe=ddnm.ddnm_nfe,
+    SamplerInfo("ddnm", ddnm.ddnm, ddnm.DDNMParams, nfe=ddnm.ddnm_nfe, needs_linear=False, needs_decoder=True,
                 paper="Wang, Yu, Zhang. Zero-Shot Image Restoration Using Denoising Diffusion Null-Space Model. ICLR 2023"),
     SamplerInfo("diffpir", diffpir.diffpir, diffpir.DiffPIRParams, needs_linear=False, needs_prox=True,
                 paper="Zhu, Zhang, Liang, Cao, Wen, Timofte, Van Gool. Denoising Diffusion Models for Plug-and-Play "
@@ -89,6 +91,7 @@ def able_for(info: SamplerInfo, operator) -> bool:
     """Whether the sampler can take the operator."""
     return ((operator.linear or not info.needs_linear) and (operator.has_prox or not info.needs_prox)
             and (operator.has_svd or not info.needs_svd)
+            and (operator.linear or operator.has_decoder or not info.needs_decoder)
             and (info.operator_type is None or isinstance(operator, info.operator_type)))
 
 
@@ -98,6 +101,10 @@ def check_operator(info: SamplerInfo, operator) -> None:
         able = [n for n, s in SAMPLERS.items() if able_for(s, operator)]
         what = "a linear operator" if info.needs_linear else "an operator with a data-consistency step (prox_l2)"
         raise RestoreError(f"{info.name} needs {what}, and '{operator.spec}' is not one; use one of: {', '.join(able)}")
+    if info.needs_decoder and not (operator.linear or operator.has_decoder):
+        able = [n for n, s in SAMPLERS.items() if able_for(s, operator)]
+        raise RestoreError(f"{info.name} needs a linear operator or one with a decoder (a JPEG's), and '{operator.spec}' "
+                           f"is neither; use one of: {', '.join(able)}")
     if info.operator_type is not None and not isinstance(operator, info.operator_type):
         able = [n for n, s in SAMPLERS.items() if able_for(s, operator)]
         raise RestoreError(f"{info.name} works only on {info.operator_type.name} measurements, and '{operator.spec}' "
