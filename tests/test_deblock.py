@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -162,7 +163,7 @@ def test_training_pairs_are_what_pillow_saves():
     decoded, _, _ = jpeg_pairs(crop, tables)
     buffer = io.BytesIO()
     Image.fromarray(to_array(crop[0])).save(buffer, "JPEG", quality=25, subsampling=2)
-    pillow = torch.from_numpy(__import__("numpy").asarray(Image.open(buffer))).permute(2, 0, 1).float() / 127.5 - 1
+    pillow = torch.from_numpy(np.array(Image.open(buffer))).permute(2, 0, 1).float() / 127.5 - 1
     assert float((decoded[0] - pillow).abs().max()) <= 3 / 127.5  # libjpeg's integer IDCT and upsampling vs floats
 
 
