@@ -140,9 +140,12 @@ def test_other_measurements_and_posterior_samples_are_refused_naming_what_can():
         make_plan("dejpeg", Request(sampler="deblock", num_samples=2), op)
 
 
-def test_missing_weights_are_one_clear_line(tmp_path):
-    with pytest.raises(RestoreError, match="deblocker's weights are missing"):
+def test_missing_weights_are_one_clear_line_before_any_work(tmp_path):
+    with pytest.raises(RestoreError, match="no weights file .*none.safetensors"):
         load_deblocker("cpu", "fp32", str(tmp_path / "none.safetensors"))
+    op = JPEG(JPEGTables.standard(50), (3, 16, 16))
+    with pytest.raises(RestoreError, match="no weights file .*none.safetensors"):
+        make_plan("dejpeg", Request(sampler="deblock", options=(f"weights={tmp_path / 'none.safetensors'}",)), op)
 
 
 def test_the_training_loss_is_the_error_of_what_the_method_returns():

@@ -65,8 +65,9 @@ def load_deblocker(device: str = "cpu", precision: str = "fp32", path: str = str
     from restore.prior.registry import load_prior
 
     if not Path(path).is_file():
-        raise RestoreError(f"the JPEG deblocker's weights are missing ({path}); reinstall restore, "
-                           "or train them with restore train-deblocker")
+        if Path(path) == SHIPPED_WEIGHTS:
+            raise RestoreError(f"the JPEG deblocker's weights are missing from the installation ({path}); reinstall restore")
+        raise RestoreError(f"deblock: no weights file {path} (--set weights=FILE takes one written by restore train-deblocker)")
     return load_prior(path, device=device, precision=precision)
 
 

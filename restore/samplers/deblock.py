@@ -14,6 +14,7 @@ quantisation bins (``restore dejpeg``'s ``--project``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,21 +32,23 @@ OVERLAP = 32
 
 @dataclass(frozen=True)
 class DeblockParams:
-    #: how many of the 8 flips and rotations to average (1: the file as it is; 8 buys 0.04 dB for 8× the time,
+    #: how many of the 8 flips and rotations to average (1: the file as it is; more buy little for their time:
     #: RESULTS.md "Session 20: the JPEG deblocker")
     ensemble: int = 1
     #: the deblocker's weights: "shipped" (those restore ships) or a file written by ``restore train-deblocker``
     weights: str = "shipped"
     #: side of the square tiles the file is deblocked in (a multiple of 16). Small, near the 64-pixel crops the network
     #: was trained on: its GroupNorm layers normalise over the whole input, and over a whole photograph their
-    #: statistics are not those of training (RESULTS.md "Session 20: the JPEG deblocker": whole 1.5 Mpx files
-    #: lose 2 dB to the decoded file, 128-pixel tiles gain 3)
+    #: statistics are not those of training (a whole large file comes out worse than the decoded one: RESULTS.md
+    #: "Session 20: the JPEG deblocker")
     tile: int = 128
 
     def __post_init__(self) -> None:
         require(type(self.ensemble) is int and 1 <= self.ensemble <= 8, f"deblock needs ensemble in 1..8, got {self.ensemble!r}")
         require(type(self.tile) is int and self.tile % MCU == 0 and self.tile > 2 * OVERLAP,
                 f"deblock needs a tile that is a multiple of {MCU} above {2 * OVERLAP}, got {self.tile!r}")
+        require(self.weights == "shipped" or Path(self.weights).is_file(),
+                f"deblock: no weights file {self.weights} (--set weights=FILE takes one written by restore train-deblocker)")
 
 
 def tile_starts(size: int, tile: int) -> list[int]:
