@@ -452,8 +452,8 @@ def dejpeg(
     """Remove JPEG artifacts, from the file's own quantisation tables and chroma subsampling (nothing to guess).
 
     Default: the JPEG deblocker (--sampler deblock), the prior's network fine-tuned on JPEG files of photographs
-    (restore train-deblocker), in 128-pixel tiles; --prior is not used by it. The diffusion samplers
-    take the prior: dpir (its data step the projection onto the file's bins), reddiff, dps, daps.
+    (restore train-deblocker), in 128-pixel tiles; --prior is not used by it. The diffusion samplers take the prior:
+    dpir (its data step the projection onto the file's bins), ddnm (through the decoder), reddiff, dps, daps.
     Progressive, arithmetic-coded, 12-bit and CMYK JPEGs are refused with a line saying so.
     """
     from restore import tasks
