@@ -48,12 +48,17 @@ def table_sigma(quant: Tensor) -> Tensor:
     return SIGMA_AT_COARSEST * (luma / 255).sqrt()
 
 
+def input_level(alphas_cumprod: Tensor, quant: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+    """The timestep (B,) the network runs at for these tables, and ᾱ (B, 1, 1, 1) that scales the decoded file into x_t."""
+    sigma = table_sigma(quant).expand(batch)
+    t = timestep_for_sigma(alphas_cumprod, sigma).to(torch.float32)
+    return t, (1 / (1 + sigma**2)).float().view(-1, 1, 1, 1)
+
+
 def deblock(denoiser, decoded: Tensor, quant: Tensor) -> Tensor:
     """x̂ for decoded files (B, C, H, W) in [-1, 1] with their tables (B or 1, P, 8, 8): one network evaluation."""
-    sigma = table_sigma(quant.to(decoded.device)).expand(decoded.shape[0])
-    t = timestep_for_sigma(denoiser.alphas_cumprod, sigma).to(torch.float32)
-    alpha_bar = (1 / (1 + sigma**2)).to(decoded.dtype).view(-1, 1, 1, 1)
-    x_t = alpha_bar.sqrt() * decoded
+    t, alpha_bar = input_level(denoiser.alphas_cumprod, quant.to(decoded.device), decoded.shape[0])
+    x_t = alpha_bar.to(decoded.dtype).sqrt() * decoded
     if decoded.shape[1] == 1:  # a grayscale file's error is all luma: the gray image in all three channels
         return denoiser(x_t.expand(-1, 3, -1, -1), t).mean(dim=1, keepdim=True)
     return denoiser(x_t, t)
@@ -129,9 +134,7 @@ def jpeg_pairs(clean: Tensor, tables) -> tuple[Tensor, Tensor, Tensor]:
 
 def deblocker_loss(net, alphas_cumprod: Tensor, decoded: Tensor, clean: Tensor, quant: Tensor, precision: str) -> Tensor:
     """Mean squared error of x̂0 (as :func:`deblock` computes it, unclipped) against the clean crops."""
-    sigma = table_sigma(quant)
-    t = timestep_for_sigma(alphas_cumprod, sigma).to(torch.float32)
-    alpha_bar = (1 / (1 + sigma**2)).float().view(-1, 1, 1, 1)
+    t, alpha_bar = input_level(alphas_cumprod, quant, decoded.shape[0])
     channels = decoded.shape[1]
     x_t = (alpha_bar.sqrt() * decoded).expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):

@@ -78,9 +78,9 @@ def tiled(restore_tile, image: Tensor, tile: int) -> Tensor:
     if len(rows) == len(cols) == 1:
         return restore_tile(image)
     total, weight = torch.zeros_like(image), torch.zeros_like(image[:1, :1])
+    h, w = min(tile, height), min(tile, width)
     for i, top in enumerate(rows):
         for j, left in enumerate(cols):
-            h, w = min(tile, height), min(tile, width)
             part = restore_tile(image[..., top : top + h, left : left + w])
             mask = fade(h, i == 0, i == len(rows) - 1, image)[:, None] * fade(w, j == 0, j == len(cols) - 1, image)[None, :]
             total[..., top : top + h, left : left + w] += part * mask
