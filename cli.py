@@ -191,7 +191,8 @@ def run_task(setup, images: str, options: TaskOptions) -> None:
     inputs = list_images(images, setup.suffixes)
     out = options.out or runner.default_out(images)
     runner.check_outputs(out, inputs, setup.reads, options.num_samples)  # before the prior loads
-    request = Request(options.sampler, options.steps, tuple(options.hyperparameters or ()), options.num_samples, options.seed)
+    request = Request(options.sampler, options.steps, tuple(options.hyperparameters or ()), options.num_samples, options.seed,
+                      setup.remove_cast)
     make_plan(setup.task, request)  # names, samples and hyperparameter values fail before the prior loads
     check_against_first_input(setup, inputs[0], request)
     follower = group is not None and shard.index != 0  # torchrun's other ranks: rank 0 speaks for the job
@@ -401,11 +402,19 @@ def denoise(images: Images, *, options: TaskOptions) -> None:
 
 
 @task_command(noise_help="Noise σ on the [0, 1] scale of the gray input. Default: 0 (noise-free).")
-def colorize(images: Images, *, options: TaskOptions) -> None:
-    """Colorize grayscale images (an RGB input is reduced to its luminance first)."""
+def colorize(
+    images: Images,
+    remove_cast: Annotated[bool, typer.Option("--remove-cast/--keep-cast", help="Move each result's mean colour to gray (the gray-world assumption): the prior cannot know a photograph's overall tint, and guesses one (a green sky, a yellow page). --keep-cast keeps its guess.")] = True,
+    *, options: TaskOptions,
+) -> None:
+    """Colorize grayscale images (an RGB input is reduced to its luminance first).
+
+    Each result's overall colour cast is removed (its mean colour made gray, every pixel's luminance kept)
+    unless --keep-cast is given.
+    """
     from restore import tasks
 
-    run_task(tasks.colorize(options.noise_sigma, options.simulate, options.reference), images, options)
+    run_task(tasks.colorize(options.noise_sigma, options.simulate, options.reference, remove_cast), images, options)
 
 
 @task_command(noise_help="Noise σ of the k-space on the [0, 1] image scale. Default: 0.01.")

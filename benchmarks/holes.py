@@ -3,7 +3,8 @@
     python benchmarks/holes.py --first 40 --count 4 --methods "diffpir" "ddnm:ddnm:100" "dps:dps:100" --out runs/holes
 
 Each method is ``LABEL[:SAMPLER[:STEPS[:NAME=VALUE+NAME=VALUE...]]]`` (SAMPLER defaults to LABEL; ``default``: the
-task's choice for the mask, as ``restore inpaint`` makes it). Tasks: ``box`` (the
+task's choice for the mask, as ``restore inpaint`` makes it; the option ``keep_cast``: colorize without removing the
+colour cast, as ``restore colorize --keep-cast``). Tasks: ``box`` (the
 protocol's 128-pixel box) and ``freeform`` (thick strokes over 25–40 % of the image), scored by hole PSNR, texture
 ratio and SSIM, as are ``random70`` (scattered pixels) and ``scratches`` (thin strokes, 6 pixels wide); ``colorize``
 (the luminance given), scored by PSNR, colourfulness ratio and chroma error. 256² centre crops of the BSDS500 test
@@ -47,8 +48,9 @@ def parse_method(text: str) -> tuple[str, Request]:
     sampler, _, rest = rest.partition(":")
     steps, _, options = rest.partition(":")
     sampler = sampler or label
+    names = [o for o in options.split("+") if o]
     return label, Request(None if sampler == "default" else sampler, int(steps) if steps else None,
-                          tuple(o for o in options.split("+") if o))
+                          tuple(o for o in names if o != "keep_cast"), remove_cast=False if "keep_cast" in names else None)
 
 
 def main() -> None:

@@ -11,7 +11,8 @@
   (B, 3·H·W): the H·W luminance-direction coefficients first (in pixel order,
   paired with ``singular_values()``), then the 2·H·W chroma coefficients.
 
-:func:`rgb_to_luminance` is the same map as a plain function for other modules.
+:func:`rgb_to_luminance` is the same map as a plain function for other modules; :func:`remove_colour_cast`
+moves an image's mean colour to the gray of the same luminance (the gray-world assumption).
 """
 
 from __future__ import annotations
@@ -33,6 +34,22 @@ def rgb_to_luminance(x: Tensor) -> Tensor:
         raise OperatorError(f"luminance needs (B, 3, H, W) RGB images, got shape {tuple(x.shape)}")
     weights = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device)
     return torch.einsum("c,bchw->bhw", weights, x).unsqueeze(1)
+
+
+def remove_colour_cast(x: Tensor) -> Tensor:
+    """Every pixel of each (…, 3, H, W) image shifted by one colour, so that the image's mean colour is the gray of
+    its mean luminance: the mean chroma becomes 0 and each pixel's luminance stays exactly what it was.
+
+    Colourisation leaves the chroma to the prior, and a prior of small crops guesses the whole photograph's tint
+    (a green sky, a yellow page) where it knows nothing; gray world (Buchsbaum, "A spatial processor model for
+    object colour perception", 1980) is the classical answer to an unknown cast.
+    """
+    if x.dim() < 3 or x.shape[-3] != 3:
+        raise OperatorError(f"a colour cast needs (…, 3, H, W) RGB images, got shape {tuple(x.shape)}")
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device)
+    gray = (weights[:, None, None] * mean).sum(dim=-3, keepdim=True)
+    return x - (mean - gray)
 
 
 def _no_arguments(name: str, args: str) -> None:

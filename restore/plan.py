@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from operators.color import remove_colour_cast
 from restore.errors import NumericalError
 from restore.samplers import PosteriorSamples, draw_samples, get_sampler
-from restore.samplers.defaults import choose_sampler, defaults_for, problem_kind, with_options
+from restore.samplers.defaults import cast_removal, choose_sampler, defaults_for, problem_kind, with_options
 from restore.seeds import generators
 
 
@@ -33,6 +34,7 @@ class Request:
     options: tuple[str, ...] = ()  # NAME=VALUE hyperparameters over the (sampler, task) defaults
     num_samples: int = 1
     seed: int = 0
+    remove_cast: bool | None = None  # colorize: the result's mean colour moved to gray (None: the task's default)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Plan:
     params: Any  # the sampler's frozen hyperparameter dataclass
     num_samples: int = 1
     seed: int = 0
+    #: each sample's colour cast removed (operators.color.remove_colour_cast): colourisation, whose chroma the
+    #: measurement does not hold
+    remove_cast: bool = False
 
     @property
     def nfe(self) -> int:
@@ -54,9 +59,11 @@ class Plan:
     def to_dict(self) -> dict:
         """As reports record it (and read back from JSON: tuples as lists)."""
         params = {f.name: getattr(self.params, f.name) for f in dataclasses.fields(self.params)}
-        return {"task": self.task, "sampler": self.sampler, "steps": self.steps,
-                "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
-                "num_samples": self.num_samples, "seed": self.seed, "nfe": self.nfe}
+        recorded = {"task": self.task, "sampler": self.sampler, "steps": self.steps,
+                    "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+                    "num_samples": self.num_samples, "seed": self.seed, "nfe": self.nfe}
+        # only where it is on, so that the plans of the other tasks, and their finished results, stay as they were
+        return {**recorded, "remove_cast": True} if self.remove_cast else recorded
 
 
 def make_plan(task: str, request: Request = Request(), operator=None, params: Any = None, kind: str | None = None) -> Plan:
@@ -71,7 +78,8 @@ def make_plan(task: str, request: Request = Request(), operator=None, params: An
     sampler = choose_sampler(task, operator, request.sampler, request.num_samples, kind)
     defaults = defaults_for(sampler, task, kind)
     params = with_options(params if params is not None else defaults.params, request.options, sampler)
-    return Plan(task, sampler, request.steps or defaults.steps, params, request.num_samples, request.seed)
+    return Plan(task, sampler, request.steps or defaults.steps, params, request.num_samples, request.seed,
+                cast_removal(task, request.remove_cast))
 
 
 def solve(plan: Plan, denoiser, operator, y: Tensor, *, noise, indices: list[int] | None = None,
@@ -84,7 +92,7 @@ def solve(plan: Plan, denoiser, operator, y: Tensor, *, noise, indices: list[int
         result = draw_samples(info.run, denoiser, operator.to(y.device), y, num_samples=plan.num_samples, noise=noise,
                               steps=plan.steps, generator=gens, callback=callback, params=plan.params)
     check_in_range(result.samples, plan)
-    return result
+    return PosteriorSamples.of(remove_colour_cast(result.samples)) if plan.remove_cast else result
 
 
 #: a restoration with more than this share of its pixels beyond ±DIVERGED_VALUE (images live in [-1, 1]) diverged

@@ -103,6 +103,8 @@ class TaskSetup:
     suffixes: tuple[str, ...] = IMAGE_SUFFIXES  # the input files it takes in a folder
     #: the files and folders it reads besides the inputs (masks, kernels, references): never written to
     reads: tuple[Path, ...] = ()
+    #: colorize: whether the results' colour cast is removed (restore.plan.Request.remove_cast); None: the default
+    remove_cast: bool | None = None
 
 
 def existing(*paths: str | Path | None) -> tuple[Path, ...]:
@@ -359,12 +361,14 @@ def denoise(noise_sigma: float | None, simulate_input: bool, reference: Path | N
                                           "simulate": simulate_input}, reads=existing(reference))
 
 
-def colorize(noise_sigma: float | None, simulate_input: bool, reference: Path | None = None) -> TaskSetup:
-    """Colorization: a gray image (an RGB input's luminance) → RGB."""
+def colorize(noise_sigma: float | None, simulate_input: bool, reference: Path | None = None,
+             remove_cast: bool = True) -> TaskSetup:
+    """Colorization: a gray image (an RGB input's luminance) → RGB; ``remove_cast``: with the mean colour gray."""
     noise_sigma = noise_sigma_for("colorize", noise_sigma, simulate_input)
     prepare = image_task(lambda shape: operators.build("gray", (3, *shape[1:])), lambda shape: (3, *shape[1:]),
                          noise_sigma, simulate_input, references_from(reference), measured=colorize_input)
-    return TaskSetup("colorize", prepare, {"noise": noise_sigma, "simulate": simulate_input}, reads=existing(reference))
+    return TaskSetup("colorize", prepare, {"noise": noise_sigma, "simulate": simulate_input}, reads=existing(reference),
+                     remove_cast=remove_cast)
 
 
 def mri(mask: str | None, acceleration: int | None, center_lines: int | None, noise_sigma: float | None,

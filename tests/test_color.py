@@ -10,7 +10,7 @@ from PIL import Image
 
 import operators
 from operators import OperatorError
-from operators.color import LUMA_WEIGHTS, rgb_to_luminance
+from operators.color import LUMA_WEIGHTS, remove_colour_cast, rgb_to_luminance
 
 
 def rand(shape, seed=0, batch=2):
@@ -118,3 +118,19 @@ def test_bad_parameters(spec, shape, match):
 def test_luminance_needs_three_channels():
     with pytest.raises(OperatorError, match=r"got shape \(2, 1, 4, 4\)"):
         rgb_to_luminance(torch.zeros(2, 1, 4, 4))
+
+
+def test_removing_the_colour_cast_keeps_every_luminance_and_makes_the_mean_colour_gray():
+    x = rand((3, 6, 5), seed=3).float() * 0.3 + torch.tensor([0.2, -0.1, 0.4])[:, None, None]  # a tinted pair
+    balanced = remove_colour_cast(x)
+    assert torch.allclose(rgb_to_luminance(balanced), rgb_to_luminance(x), atol=1e-6)  # each pixel's luminance
+    mean = balanced.mean(dim=(-2, -1))
+    assert torch.allclose(mean, mean[:, :1].expand(-1, 3), atol=1e-6)  # R = G = B on average: no cast
+    assert torch.allclose(balanced - x, (balanced - x)[..., :1, :1].expand_as(x), atol=1e-6)  # one shift per image
+    assert torch.allclose(remove_colour_cast(balanced), balanced, atol=1e-6)  # and none left to remove
+    gray = rand((1, 6, 5), seed=4).expand(-1, 3, -1, -1)
+    assert torch.allclose(remove_colour_cast(gray), gray)  # a gray image has no cast
+    samples = torch.stack([x, 2 * x])  # (K, B, 3, H, W): each image of each sample on its own
+    assert torch.allclose(remove_colour_cast(samples)[1], remove_colour_cast(2 * x))
+    with pytest.raises(OperatorError, match="RGB"):
+        remove_colour_cast(x[:, :2])

@@ -15,7 +15,8 @@ import operators
 from cli import app
 from restore.errors import RestoreError
 from restore.io import write_image
-from restore.plan import Plan, Request, make_plan
+from operators.color import remove_colour_cast
+from restore.plan import Plan, Request, make_plan, solve
 from restore.samplers import defaults, get_sampler
 from restore.samplers.ddnm import DDNMParams
 
@@ -80,7 +81,8 @@ def test_the_inpainting_default_follows_the_depth_of_the_holes():
              for spec in ("random:0.7", "strokes:width=6", "freeform:seed=1", "box:128")}
     assert [plan.sampler for plan in plans.values()] == ["dpir", "diffpir", "pyramid", "pyramid"]
     assert plans["freeform:seed=1"].params.factors == (4, 2, 1) and plans["box:128"].params.factors == (8, 4, 2, 1)
-    assert plans["box:128"].nfe == 4 * plans["box:128"].steps
+    # the full size takes the steps, each coarser level a quarter as many
+    assert plans["box:128"].nfe == plans["box:128"].steps + 3 * plans["box:128"].steps // 4
     assert make_plan("inpaint", Request(num_samples=2), operators.build("random:0.7", shape)).sampler == "diffpir"
     assert make_plan("inpaint", Request(num_samples=2), operators.build("box:128", shape)).sampler == "pyramid"
     asked = make_plan("inpaint", Request("diffpir"), operators.build("box:128", shape))
@@ -127,3 +129,43 @@ def test_a_changed_default_is_never_passed_off_as_done(one_image, tiny_prior, tm
     assert invoke(*args).exit_code == 0  # the same plan again: resumed, nothing redone
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["images"][0]["status"] == "skipped"
+
+
+def test_colourisation_removes_the_cast_of_every_sample_unless_kept(tiny_prior):
+    """The prior's global tint is a guess the gray measurement cannot correct: colorize's results have a gray mean
+    colour (every sample's), and ``remove_cast=False`` keeps the guess; no other task takes it."""
+    from restore.api import load_denoiser
+    from restore.noise import NoNoise
+
+    x = torch.rand((1, 3, 16, 16), generator=torch.Generator().manual_seed(1)) * 2 - 1
+    op = operators.build("gray", (3, 16, 16))
+    y = op.A(x)
+    denoiser = load_denoiser(tiny_prior, "cpu", "fp32")
+    removed = make_plan("colorize", Request(steps=3, num_samples=2), op)
+    kept = make_plan("colorize", Request(steps=3, num_samples=2, remove_cast=False), op)
+    assert removed.remove_cast and not kept.remove_cast
+    assert removed.to_dict()["remove_cast"] and "remove_cast" not in kept.to_dict()  # the other plans stay as they were
+    with_cast = solve(kept, denoiser, op, y, noise=NoNoise())
+    without = solve(removed, denoiser, op, y, noise=NoNoise())
+    assert torch.allclose(without.samples, remove_colour_cast(with_cast.samples), atol=1e-6)  # the same draws
+    mean_colour = without.samples.mean(dim=(-2, -1))  # (K, B, 3)
+    assert torch.allclose(mean_colour, mean_colour[..., :1].expand_as(mean_colour), atol=1e-5)
+    assert not torch.allclose(with_cast.samples.mean(dim=(-2, -1))[..., 0], with_cast.samples.mean(dim=(-2, -1))[..., 2], atol=1e-3)
+    assert torch.allclose(without.mean, without.samples.mean(dim=0)) and torch.allclose(without.std, without.samples.std(dim=0))
+    with pytest.raises(RestoreError, match="colorize only"):
+        make_plan("deblur", Request(remove_cast=True))
+
+
+def test_colorize_keep_cast_is_recorded_and_changes_the_result(one_image, tiny_prior, tmp_path):
+    from restore.io import read_image
+
+    runs, colours = {}, {}
+    for flag in ("--remove-cast", "--keep-cast"):
+        out = tmp_path / flag
+        result = invoke("colorize", one_image, "--simulate", "--steps", "2", "--prior", tiny_prior, "--out", out, "--quiet", flag)
+        assert result.exit_code == 0, result.output
+        runs[flag] = json.loads((out / "report.json").read_text())["images"][0]["plan"]
+        colours[flag] = read_image(out / "a.png").pixels.mean(dim=(-2, -1))
+    assert runs["--remove-cast"]["remove_cast"] is True and "remove_cast" not in runs["--keep-cast"]
+    assert float(colours["--remove-cast"].max() - colours["--remove-cast"].min()) < 0.02  # gray up to 8-bit rounding
+    assert float(colours["--keep-cast"].max() - colours["--keep-cast"].min()) > 0.02

@@ -138,6 +138,11 @@ class PosteriorSamples:
     mean: Tensor  # (B, C, H, W)
     std: Tensor  # (B, C, H, W); zeros when K = 1
 
+    @classmethod
+    def of(cls, samples: Tensor) -> PosteriorSamples:
+        """The samples (K, B, C, H, W) with their mean and standard deviation."""
+        return cls(samples, samples.mean(dim=0), samples.std(dim=0) if samples.shape[0] > 1 else torch.zeros_like(samples[0]))
+
 
 def draw_samples(sampler: Sampler, denoiser, operator, y: Tensor, *, num_samples: int = 1, **kwargs) -> PosteriorSamples:
     """Run ``sampler`` once on a batch of K copies of every image (per-image operators stacked alike)."""
@@ -145,10 +150,9 @@ def draw_samples(sampler: Sampler, denoiser, operator, y: Tensor, *, num_samples
         raise RestoreError(f"num_samples must be at least 1, got {num_samples}")
     batch = y.shape[0]
     if num_samples == 1:
-        x = sampler(denoiser, operator, y, **kwargs)
-        return PosteriorSamples(x[None], x, torch.zeros_like(x))
+        return PosteriorSamples.of(sampler(denoiser, operator, y, **kwargs)[None])
     ys = y.repeat(num_samples, *([1] * (y.dim() - 1)))
     ops = type(operator).stack([operator] * num_samples) if operator.batch_size > 1 else operator
     x = sampler(denoiser, ops, ys, **kwargs)
     samples = operator.align_samples(x.reshape(num_samples, batch, *x.shape[1:]))
-    return PosteriorSamples(samples, samples.mean(dim=0), samples.std(dim=0))
+    return PosteriorSamples.of(samples)
