@@ -34,8 +34,8 @@ TASK_SAMPLER = {
     # by the mask's kind (operators.inpaint: Inpainting.kind); RESULTS.md "Session 18: mask-aware inpainting defaults"
     "inpaint": "diffpir",  # scratches, small boxes: hole PSNR 20.35 dB against DPIR's 14.62 (images 40–43)
     "inpaint/scattered": "dpir",  # random70: 23.92 dB in the holes against DiffPIR's 21.53 (images 40–43)
-    # deep holes (40 validation images): texture 0.85 / 0.69 instead of DiffPIR's smudge (0.27 / 0.17) on freeform /
-    # the 128-pixel box, at 0.75 / 0.67 dB less hole PSNR and 0.02 less SSIM
+    # deep holes (40 validation images): texture 0.86 / 0.73 instead of DiffPIR's smudge (0.27 / 0.17) on freeform /
+    # the 128-pixel box, at 0.69 / 0.65 dB less hole PSNR and 0.02 less SSIM (RESULTS.md "Session 21")
     "inpaint/large": "pyramid",
     "inpaint/huge": "pyramid",
     # both kinds of blur and both boundaries, each with its λ (deblur/motion below): RESULTS.md "Deblurring defaults"
